@@ -1,0 +1,82 @@
+//! The REST API (production): Archivist v1 compatible routes under `/api/archivist/v1`, plus
+//! `/health`, `/metrics`, our OpenAPI document and the `/api/v1/storage/*` aliases.
+//!
+//! Errors are JSON `{"error": "..."}` with the status that says what went wrong: 400 for a
+//! malformed CID or a broken upload, 404 for content not stored here, 413 over quota, 416 for an
+//! unsatisfiable range, 422 for invalid header values, 500 for a damaged store.
+
+mod error;
+mod headers;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::dataset::Datasets;
+use crate::metrics::{HttpLabels, RouteLabels};
+
+pub use self::error::ApiError;
+
+/// The OpenAPI description of this API, served at `/api/archivist/v1/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
+
+/// What the handlers share.
+pub struct ApiState {
+    pub datasets: Datasets,
+    pub peer_id: String,
+    pub data_dir: PathBuf,
+    pub listen_addrs: Vec<String>,
+}
+
+/// All routes, with request metrics.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/data", get(routes::list_data).post(routes::upload))
+        .route("/data/{cid}", get(routes::download).delete(routes::delete_data))
+        .route("/data/{cid}/exists", get(routes::exists))
+        .route("/space", get(routes::space))
+        .route("/peerid", get(routes::peer_id))
+        .route("/debug/info", get(routes::debug_info))
+        .route("/openapi.yaml", get(routes::openapi));
+    Router::new()
+        .nest("/api/archivist/v1", v1)
+        .route("/api/v1/storage/store", post(routes::upload))
+        .route("/api/v1/storage/retrieve/{cid}", get(routes::download))
+        .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by method, route template and status, and times it.
+async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let response = next.run(request).await;
+    let metrics = state.datasets.metrics();
+    let status = response.status().as_u16();
+    metrics.http_requests.get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status }).inc();
+    metrics
+        .http_request_duration_seconds
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,119 @@
+//! The command line (production): `neverust start | upload | download`.
+
+mod client;
+mod start;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ByteSize, LogFormat, PartialConfig};
+
+/// Neverust: a storage node for the Archivist/Codex family of durability networks.
+#[derive(Debug, Parser)]
+#[command(name = "neverust", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Start(StartArgs),
+    /// Upload a file to a running node; prints the dataset's CID.
+    Upload(UploadArgs),
+    /// Download a dataset from a running node.
+    Download(DownloadArgs),
+}
+
+/// Settings of `start`. Each also reads from the environment (`NEVERUST_<NAME>`, e.g.
+/// `NEVERUST_API_PORT`) and from the TOML file (`api-port = 8080`); flags win over the
+/// environment, which wins over the file.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// TOML configuration file (keys as the flags' long names).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the node keeps its store and key [default: the platform data dir, e.g. ~/.local/share/neverust].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the REST API binds to [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub api_bindaddr: Option<IpAddr>,
+    /// Port of the REST API [default: 8080].
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
+    /// Multiaddrs to listen on for peers (repeatable or comma-separated) [default: /ip4/0.0.0.0/tcp/8070].
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub listen_addrs: Vec<String>,
+    /// A bootstrap node's multiaddr with /p2p/<peer id> (repeatable).
+    #[arg(long = "bootstrap-node", value_name = "MULTIADDR")]
+    pub bootstrap_node: Vec<String>,
+    /// Most bytes of blocks to store, e.g. 20GiB [default: 20GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub storage_quota: Option<ByteSize>,
+    /// Block size for new uploads, a multiple of 2KiB, e.g. 64KiB [default: 64KiB].
+    #[arg(long, value_name = "SIZE")]
+    pub block_size: Option<ByteSize>,
+    /// Log filter: a level (trace, debug, info, warn, error) or directives like `neverust=debug` [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: auto (pretty on a terminal), pretty, plain or json [default: auto].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Print the merged configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl StartArgs {
+    fn layer(&self) -> PartialConfig {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        PartialConfig {
+            data_dir: self.data_dir.clone(),
+            api_bindaddr: self.api_bindaddr,
+            api_port: self.api_port,
+            listen_addrs: list(&self.listen_addrs),
+            bootstrap_node: list(&self.bootstrap_node),
+            storage_quota: self.storage_quota,
+            block_size: self.block_size,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The file to upload.
+    pub file: PathBuf,
+    /// The node's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub api_url: String,
+    /// MIME type to record, e.g. image/png.
+    #[arg(long, value_name = "TYPE")]
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The dataset's CID.
+    pub cid: String,
+    /// Where to write the data (written to FILE.part, renamed when complete) [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The node's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub api_url: String,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Start(args) => start::run(args).await,
+        Command::Upload(args) => client::upload(args).await,
+        Command::Download(args) => client::download(args).await,
+    }
+}

@@ -1,0 +1,110 @@
+//! `neverust start`: resolve the configuration, open the store, serve the API.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use super::StartArgs;
+use crate::api::{self, ApiState};
+use crate::config::{Config, LogFormat, PartialConfig};
+use crate::dataset::Datasets;
+use crate::metrics::Metrics;
+use crate::runtime::Compute;
+use crate::store::{BlockStore, LmdbStore};
+
+/// Directory of the LMDB store inside the data directory.
+pub const STORE_DIR: &str = "store";
+
+fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
+    let env = PartialConfig::from_env(std::env::vars())?;
+    let file_path = args.config.clone().or_else(|| std::env::var_os("NEVERUST_CONFIG").map(Into::into));
+    let file = match &file_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            Some(PartialConfig::from_toml(&path.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    Ok(Config::resolve(file, env, args.layer())?)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level).with_context(|| format!("log-level {:?} is not a valid filter", config.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.pretty().init(),
+        LogFormat::Plain => builder.with_ansi(false).init(),
+        LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
+}
+
+pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+    let config = resolve(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    init_logging(&config)?;
+    let unknown = PartialConfig::unknown_env_vars(std::env::vars());
+    if !unknown.is_empty() {
+        tracing::warn!(?unknown, "ignoring environment variables that name no setting");
+    }
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let keypair = crate::identity::load_or_create(data_dir)?;
+    let peer_id = crate::identity::peer_id(&keypair).to_string();
+
+    let store_dir = data_dir.join(STORE_DIR);
+    let store = LmdbStore::open(&store_dir, config.storage_quota.0).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let recovery = store.recover().await.context("recovering the store")?;
+    if recovery.uploads_rolled_back > 0 {
+        tracing::warn!(
+            uploads = recovery.uploads_rolled_back,
+            bytes = recovery.bytes_released,
+            "rolled back uploads interrupted by a crash"
+        );
+    }
+    let space = store.space().await?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        peer_id = %peer_id,
+        quota_bytes = space.quota_max_bytes,
+        used_bytes = space.quota_used_bytes,
+        block_size_bytes = config.block_size.0,
+        "store open"
+    );
+    if !config.bootstrap_node.is_empty() || !config.listen_addrs.is_empty() {
+        tracing::info!(listen = ?config.listen_addrs, bootstrap = ?config.bootstrap_node, "peer-to-peer transport not included in this build; addresses recorded only");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_space(&space);
+    let datasets = Datasets::new(Arc::new(store), Compute::Pool, config.block_size_bytes(), metrics);
+    let state = Arc::new(ApiState { datasets, peer_id, data_dir: data_dir.clone(), listen_addrs: config.listen_addrs.clone() });
+    let address = SocketAddr::new(config.api_bindaddr, config.api_port);
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding the API to {address}"))?;
+    tracing::info!("API listening on http://{}/api/archivist/v1", listener.local_addr()?);
+    api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}

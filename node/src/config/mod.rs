@@ -1,0 +1,340 @@
+//! Node configuration: defaults < TOML file < environment (`NEVERUST_*`) < command-line flags.
+//!
+//! Each source yields a [`PartialConfig`]; [`Config::resolve`] layers them and validates the
+//! result. Errors name the offending key, variable or flag (and, for files, the line).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::content::{BLOCK_SIZE_DEFAULT_BYTES, BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES};
+
+/// Default API port, as Archivist's.
+pub const API_PORT_DEFAULT: u16 = 8080;
+/// Default storage quota: 20 GiB.
+pub const STORAGE_QUOTA_DEFAULT_BYTES: u64 = 20 << 30;
+/// Block sizes must be a multiple of this (the 2 KiB proof cell).
+pub const BLOCK_SIZE_ALIGN_BYTES: u64 = 2048;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Plain,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(LogFormat::Auto),
+            "pretty" => Ok(LogFormat::Pretty),
+            "plain" => Ok(LogFormat::Plain),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (auto, pretty, plain, json)")),
+        }
+    }
+}
+
+/// A size in bytes, written as a number or a string with a unit (`"20GiB"`, `"64 KiB"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeRepr")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for ByteSize {
+    type Error = String;
+    fn try_from(repr: SizeRepr) -> Result<Self, String> {
+        match repr {
+            SizeRepr::Number(n) => Ok(ByteSize(n)),
+            SizeRepr::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    /// Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and bare `K`, `M`, `G`, `T`), decimal units
+    /// (`KB`, `MB`, `GB`, `TB`) or plain bytes (`B` or no unit).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 20GiB, 65536)"))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+        };
+        number.checked_mul(multiplier).map(ByteSize).ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, size) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// The resolved configuration of a node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_bindaddr: IpAddr,
+    pub api_port: u16,
+    pub listen_addrs: Vec<String>,
+    pub bootstrap_node: Vec<String>,
+    pub storage_quota: ByteSize,
+    pub block_size: ByteSize,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// One layer of configuration: any subset of the keys.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PartialConfig {
+    pub data_dir: Option<PathBuf>,
+    pub api_bindaddr: Option<IpAddr>,
+    pub api_port: Option<u16>,
+    pub listen_addrs: Option<Vec<String>>,
+    pub bootstrap_node: Option<Vec<String>>,
+    pub storage_quota: Option<ByteSize>,
+    pub block_size: Option<ByteSize>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The TOML file is unreadable or invalid; the message names the key and line.
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    /// An environment variable has a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// A merged value is out of range.
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The platform's data directory for the node (e.g. `~/.local/share/neverust`).
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("neverust")
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: default_data_dir(),
+            api_bindaddr: IpAddr::from([127, 0, 0, 1]),
+            api_port: API_PORT_DEFAULT,
+            listen_addrs: vec!["/ip4/0.0.0.0/tcp/8070".into()],
+            bootstrap_node: Vec::new(),
+            storage_quota: ByteSize(STORAGE_QUOTA_DEFAULT_BYTES),
+            block_size: ByteSize(BLOCK_SIZE_DEFAULT_BYTES as u64),
+            log_level: "info".into(),
+            log_format: LogFormat::Auto,
+        }
+    }
+}
+
+impl PartialConfig {
+    /// Parses a TOML configuration file's text.
+    pub fn from_toml(path: &str, text: &str) -> Result<PartialConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string().trim_end().into() })
+    }
+
+    /// Reads the `NEVERUST_*` variables among `vars`. Lists are comma-separated.
+    pub fn from_env<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<PartialConfig, ConfigError> {
+        let mut layer = PartialConfig::default();
+        for (var, value) in vars {
+            let Some(key) = var.strip_prefix("NEVERUST_") else { continue };
+            let bad = |message: String| ConfigError::Env { var: var.clone(), message };
+            let list = || value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            match key {
+                "DATA_DIR" => layer.data_dir = Some(value.clone().into()),
+                "API_BINDADDR" => layer.api_bindaddr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
+                "API_PORT" => layer.api_port = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
+                "LISTEN_ADDRS" => layer.listen_addrs = Some(list()),
+                "BOOTSTRAP_NODE" => layer.bootstrap_node = Some(list()),
+                "STORAGE_QUOTA" => layer.storage_quota = Some(value.parse().map_err(bad)?),
+                "BLOCK_SIZE" => layer.block_size = Some(value.parse().map_err(bad)?),
+                "LOG_LEVEL" => layer.log_level = Some(value.clone()),
+                "LOG_FORMAT" => layer.log_format = Some(value.parse().map_err(bad)?),
+                // CONFIG names the file and is read by the caller; unknown names are reported
+                // by `unknown_env_vars`, not refused, so unrelated tools can share the prefix.
+                _ => {}
+            }
+        }
+        Ok(layer)
+    }
+
+    /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
+    pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
+        const KNOWN: [&str; 10] = ["DATA_DIR", "API_BINDADDR", "API_PORT", "LISTEN_ADDRS", "BOOTSTRAP_NODE",
+            "STORAGE_QUOTA", "BLOCK_SIZE", "LOG_LEVEL", "LOG_FORMAT", "CONFIG"];
+        vars.into_iter()
+            .filter_map(|(var, _)| var.strip_prefix("NEVERUST_").filter(|k| !KNOWN.contains(k)).map(|_| var.clone()))
+            .collect()
+    }
+
+    /// Overrides every key that `over` sets.
+    fn overlay(&mut self, over: PartialConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if over.$field.is_some() { self.$field = over.$field; } )* };
+        }
+        take!(data_dir, api_bindaddr, api_port, listen_addrs, bootstrap_node, storage_quota, block_size, log_level, log_format);
+    }
+}
+
+impl Config {
+    /// Layers `file` < `env` < `flags` over the defaults and validates the result.
+    pub fn resolve(file: Option<PartialConfig>, env: PartialConfig, flags: PartialConfig) -> Result<Config, ConfigError> {
+        let mut merged = file.unwrap_or_default();
+        merged.overlay(env);
+        merged.overlay(flags);
+        let d = Config::default();
+        let config = Config {
+            data_dir: merged.data_dir.unwrap_or(d.data_dir),
+            api_bindaddr: merged.api_bindaddr.unwrap_or(d.api_bindaddr),
+            api_port: merged.api_port.unwrap_or(d.api_port),
+            listen_addrs: merged.listen_addrs.unwrap_or(d.listen_addrs),
+            bootstrap_node: merged.bootstrap_node.unwrap_or(d.bootstrap_node),
+            storage_quota: merged.storage_quota.unwrap_or(d.storage_quota),
+            block_size: merged.block_size.unwrap_or(d.block_size),
+            log_level: merged.log_level.unwrap_or(d.log_level),
+            log_format: merged.log_format.unwrap_or(d.log_format),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let block = self.block_size.0;
+        if block < BLOCK_SIZE_MIN_BYTES as u64 || block > BLOCK_SIZE_MAX_BYTES as u64 || block % BLOCK_SIZE_ALIGN_BYTES != 0 {
+            return Err(ConfigError::Invalid {
+                key: "block-size",
+                message: format!(
+                    "{} bytes: must be a multiple of {BLOCK_SIZE_ALIGN_BYTES} between {} and {}",
+                    block,
+                    ByteSize(BLOCK_SIZE_MIN_BYTES as u64),
+                    ByteSize(BLOCK_SIZE_MAX_BYTES as u64)
+                ),
+            });
+        }
+        if self.storage_quota.0 < block {
+            return Err(ConfigError::Invalid {
+                key: "storage-quota",
+                message: format!("{} is smaller than one block ({})", self.storage_quota, self.block_size),
+            });
+        }
+        for (key, addrs) in [("listen-addrs", &self.listen_addrs), ("bootstrap-node", &self.bootstrap_node)] {
+            if let Some(bad) = addrs.iter().find(|a| !a.starts_with('/')) {
+                return Err(ConfigError::Invalid { key, message: format!("{bad:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/8070)") });
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `neverust start --print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration serialises")
+    }
+
+    pub fn block_size_bytes(&self) -> usize {
+        self.block_size.0 as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<PartialConfig, ConfigError> {
+        PartialConfig::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn sizes_parse() {
+        // (text, bytes)
+        for (text, bytes) in [("65536", 65_536), ("64KiB", 65_536), ("64 KiB", 65_536), ("20GiB", 20 << 30), ("1G", 1 << 30), ("5MB", 5_000_000), ("7b", 7)] {
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
+        }
+        for bad in ["", "GiB", "12 parsecs", "-5", "99999999999999999999"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(ByteSize(20 << 30).to_string(), "20GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let file = PartialConfig::from_toml("f.toml", "api-port = 1000\nblock-size = \"128KiB\"\nstorage-quota = 1073741824\nlog-level = \"warn\"").unwrap();
+        let environment = env(&[("NEVERUST_API_PORT", "2000"), ("NEVERUST_LOG_LEVEL", "debug"), ("PATH", "/bin")]).unwrap();
+        let flags = PartialConfig { api_port: Some(3000), ..Default::default() };
+        let config = Config::resolve(Some(file), environment, flags).unwrap();
+        assert_eq!(config.api_port, 3000); // flag
+        assert_eq!(config.log_level, "debug"); // env over file
+        assert_eq!(config.block_size, ByteSize(128 << 10)); // file
+        assert_eq!(config.storage_quota, ByteSize(1 << 30));
+        assert_eq!(config.api_bindaddr, IpAddr::from([127, 0, 0, 1])); // default
+        let printed = config.to_toml();
+        assert!(printed.contains("api-port = 3000"), "{printed}");
+        assert!(printed.contains("block-size = \"128KiB\""), "{printed}");
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_line() {
+        let err = PartialConfig::from_toml("node.toml", "api-port = 1\nstorage-qouta = \"1GiB\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("node.toml") && text.contains("line 2") && text.contains("storage-qouta"), "{text}");
+        let err = PartialConfig::from_toml("node.toml", "api-port = \"eighty\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("api-port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(matches!(env(&[("NEVERUST_API_PORT", "x")]), Err(ConfigError::Env { var, .. }) if var == "NEVERUST_API_PORT"));
+        assert_eq!(env(&[("NEVERUST_BLOCK_SIZ", "1")]), Ok(PartialConfig::default()));
+        let vars = [("NEVERUST_BLOCK_SIZ".to_string(), "1".to_string()), ("NEVERUST_API_PORT".into(), "1".into())];
+        assert_eq!(PartialConfig::unknown_env_vars(vars), vec!["NEVERUST_BLOCK_SIZ".to_string()]);
+        let small_block = PartialConfig { block_size: Some(ByteSize(1000)), ..Default::default() };
+        assert!(matches!(Config::resolve(None, small_block, PartialConfig::default()), Err(ConfigError::Invalid { key: "block-size", .. })));
+        let bad_addr = PartialConfig { listen_addrs: Some(vec!["127.0.0.1:8070".into()]), ..Default::default() };
+        assert!(matches!(Config::resolve(None, bad_addr, PartialConfig::default()), Err(ConfigError::Invalid { key: "listen-addrs", .. })));
+    }
+}

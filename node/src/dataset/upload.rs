@@ -1,0 +1,177 @@
+//! The upload pipeline.
+
+use std::fmt::Display;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::task::JoinHandle;
+
+use super::{Dataset, Datasets, UPLOAD_BATCH_BYTES};
+use crate::content::{Block, Chunker, Manifest, block_cid, manifest_cid, tree_cid};
+use crate::merkle::{Digest, MerkleTree};
+use crate::store::{LeafEntry, SharedStore, StoreError, UploadId};
+
+/// Leaves (block CID + proof) written per store transaction after the tree is built.
+const LEAVES_BATCH_COUNT: usize = 8192;
+
+/// What the uploader says about the data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadMeta {
+    pub filename: Option<String>,
+    pub mimetype: Option<String>,
+}
+
+/// Why an upload did not become a dataset. In every case the upload was rolled back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// The body broke off (client disconnect, truncated body).
+    #[error("upload stream failed after {received_bytes} bytes: {message}")]
+    Stream { received_bytes: u64, message: String },
+    /// The store refused (quota) or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Rolls an upload back if it is dropped before it commits (a cancelled request).
+struct PendingUpload {
+    store: SharedStore,
+    id: UploadId,
+    armed: bool,
+}
+
+impl PendingUpload {
+    async fn abort(mut self) {
+        self.armed = false;
+        if let Err(e) = self.store.abort_upload(self.id).await {
+            tracing::error!(upload = self.id, error = %e, "rolling back an upload failed; it is rolled back at the next start");
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if self.armed {
+            let (store, id) = (self.store.clone(), self.id);
+            tokio::spawn(async move {
+                if let Err(e) = store.abort_upload(id).await {
+                    tracing::error!(upload = id, error = %e, "rolling back a cancelled upload failed");
+                }
+            });
+        }
+    }
+}
+
+/// The state of one upload between batches.
+struct Pipeline {
+    store: SharedStore,
+    upload: UploadId,
+    leaves: Vec<Digest>,
+    /// The batch being written while the next is read.
+    in_flight: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Pipeline {
+    /// Hashes `batch` and starts writing it, after the previous write has finished.
+    async fn submit(&mut self, datasets: &Datasets, batch: Vec<Bytes>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let blocks: Vec<Block> = datasets.compute.run(move || batch.into_iter().map(Block::new).collect()).await;
+        self.wait().await?;
+        let first = self.leaves.len() as u64;
+        self.leaves.extend(blocks.iter().map(|b| *b.digest()));
+        let (store, upload) = (self.store.clone(), self.upload);
+        self.in_flight = Some(tokio::spawn(async move { store.put_upload_blocks(upload, first, blocks).await }));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<(), StoreError> {
+        match self.in_flight.take() {
+            Some(handle) => handle.await.expect("block writer panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Datasets {
+    /// Stores `body` as a dataset and returns it. Never holds more than about two batches of
+    /// the body in memory.
+    pub async fn upload<S, E>(&self, body: S, meta: UploadMeta) -> Result<Dataset, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let upload = self.store.begin_upload().await?;
+        let guard = PendingUpload { store: self.store.clone(), id: upload, armed: true };
+        let mut pipeline = Pipeline { store: self.store.clone(), upload, leaves: Vec::new(), in_flight: None };
+        match self.run_upload(&mut pipeline, body, meta).await {
+            Ok(dataset) => {
+                let mut guard = guard;
+                guard.armed = false;
+                self.metrics.uploads_completed.inc();
+                Ok(dataset)
+            }
+            Err(e) => {
+                let _ = pipeline.wait().await; // let the last write land before rolling back
+                guard.abort().await;
+                self.metrics.uploads_failed.inc();
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_upload<S, E>(&self, pipeline: &mut Pipeline, mut body: S, meta: UploadMeta) -> Result<Dataset, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let blocks_per_batch = (UPLOAD_BATCH_BYTES / self.block_size_bytes).max(1);
+        let mut chunker = Chunker::new(self.block_size_bytes);
+        let mut batch = Vec::with_capacity(blocks_per_batch);
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| UploadError::Stream { received_bytes: chunker.total_bytes(), message: e.to_string() })?;
+            self.metrics.upload_bytes.inc_by(piece.len() as u64);
+            chunker.push(piece, &mut batch);
+            if batch.len() >= blocks_per_batch {
+                pipeline.submit(self, std::mem::take(&mut batch)).await?;
+            }
+        }
+        let (last, size_bytes) = chunker.finish();
+        batch.extend(last);
+        pipeline.submit(self, batch).await?;
+        pipeline.wait().await?;
+        self.commit(pipeline, size_bytes, meta).await
+    }
+
+    /// Builds the tree, stores leaves and proofs, and commits the manifest.
+    async fn commit(&self, pipeline: &mut Pipeline, size_bytes: u64, meta: UploadMeta) -> Result<Dataset, UploadError> {
+        let leaves = std::mem::take(&mut pipeline.leaves);
+        let tree = self.compute.run(move || MerkleTree::build(leaves).expect("a dataset has at least one block")).await;
+        let tree = std::sync::Arc::new(tree);
+        let tree_id = tree_cid(&tree.root());
+        let blocks_count = tree.leaves_count();
+        let mut first = 0;
+        while first < blocks_count {
+            let end = (first + LEAVES_BATCH_COUNT as u64).min(blocks_count);
+            let t = tree.clone();
+            let entries = self
+                .compute
+                .run(move || {
+                    (first..end)
+                        .map(|i| LeafEntry { block_cid: block_cid(&t.leaf(i)), proof: t.proof(i) })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            self.store.put_tree_leaves(pipeline.upload, tree_id, first, entries).await?;
+            first = end;
+        }
+        let mut manifest = Manifest::new(tree_id, self.block_size_bytes as u32, size_bytes);
+        manifest.filename = meta.filename;
+        manifest.mimetype = meta.mimetype;
+        let encoded = manifest.encode();
+        let cid = manifest_cid(&encoded);
+        self.store.commit_upload(pipeline.upload, cid, Bytes::from(encoded)).await?;
+        Ok(Dataset { cid, manifest })
+    }
+}

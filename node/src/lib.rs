@@ -1,0 +1,38 @@
+//! Neverust: a storage node for the Archivist/Codex family of durability networks.
+//!
+//! The node's logic is written once against narrow ports, so the same code runs in
+//! production (tokio, LMDB, HTTP) and, later, under the deterministic simulator:
+//!
+//! | port | here | production adapter | simulator adapter |
+//! |---|---|---|---|
+//! | time, tasks | `tokio` (the `madsim-tokio` crate) | tokio | madsim |
+//! | compute | [`runtime::Compute`] | blocking pool | inline |
+//! | randomness | [`runtime::NodeRng`] | seeded from the OS once, at start | seeded from the scenario |
+//! | disk | [`store::BlockStore`] | [`store::LmdbStore`] (feature `production`) | in-memory engine |
+//! | network | [`net::Network`] | libp2p (networking issue) | simulated links |
+//! | discovery | [`discovery::Discovery`] | Kademlia | modeled DHT |
+//!
+//! Modules, one concern each: [`content`] (CIDs, chunker, manifest), [`merkle`] (dataset
+//! trees and proofs), [`store`] (the block store port and its adapters), [`dataset`] (storing
+//! a byte stream as a dataset and reading it back), [`metrics`], [`config`]; and, with the
+//! `production` feature, [`api`] (REST), [`cli`] and [`identity`].
+
+pub mod config;
+pub mod content;
+pub mod dataset;
+pub mod discovery;
+pub mod merkle;
+pub mod metrics;
+pub mod net;
+pub mod runtime;
+pub mod store;
+
+#[cfg(feature = "production")]
+pub mod api;
+#[cfg(feature = "production")]
+pub mod cli;
+#[cfg(feature = "production")]
+pub mod identity;
+
+/// The version of this build, as `neverust --version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,6 +8,8 @@
 mod error;
 mod headers;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -22,7 +22,7 @@ use crate::store::{SharedStore, StoreError};
 pub use self::upload::{UploadError, UploadMeta};
 
 /// Bytes hashed and written per store transaction during an upload.
-pub const UPLOAD_BATCH_BYTES: usize = 8 << 20;
+pub const UPLOAD_BATCH_BYTES: usize = 16 << 20;
 /// Bytes read from the store per step of a download.
 pub const DOWNLOAD_BATCH_BYTES: usize = 2 << 20;
 /// Download steps read ahead of the consumer.
@@ -55,13 +55,20 @@ pub struct Datasets {
     store: SharedStore,
     compute: Compute,
     block_size_bytes: usize,
+    upload_batch_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Datasets {
     pub fn new(store: SharedStore, compute: Compute, block_size_bytes: usize, metrics: Arc<Metrics>) -> Datasets {
         assert!(block_size_bytes > 0 && block_size_bytes <= crate::content::BLOCK_SIZE_MAX_BYTES);
-        Datasets { store, compute, block_size_bytes, metrics }
+        Datasets { store, compute, block_size_bytes, upload_batch_bytes: UPLOAD_BATCH_BYTES, metrics }
+    }
+
+    /// Sets the bytes per upload transaction (smaller batches: less memory, more commits).
+    pub fn with_upload_batch_bytes(mut self, upload_batch_bytes: usize) -> Datasets {
+        self.upload_batch_bytes = upload_batch_bytes.max(1);
+        self
     }
 
     pub fn store(&self) -> &SharedStore {

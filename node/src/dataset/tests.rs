@@ -11,9 +11,11 @@ use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
 
 const B: usize = 4096;
+/// Small batches, so uploads here span several store transactions.
+const BATCH: usize = 4 * B;
 
 fn datasets(quota: u64) -> Datasets {
-    Datasets::new(store::memory(quota), Compute::Inline, B, Arc::new(Metrics::new()))
+    Datasets::new(store::memory(quota), Compute::Inline, B, Arc::new(Metrics::new())).with_upload_batch_bytes(BATCH)
 }
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
@@ -41,7 +43,7 @@ async fn round_trips_at_boundary_sizes() {
         (B, B),              // exactly one block
         (B + 1, 7),          // spills into a second block
         (3 * B, 5000),       // whole blocks only
-        (UPLOAD_BATCH_BYTES + 3, 65_536), // crosses an upload batch
+        (10 * BATCH + 3, 65_536), // spans many upload batches
     ] {
         let input = data(len, len as u8);
         let meta = UploadMeta { filename: Some(format!("f{len}")), mimetype: Some("text/plain".into()) };
@@ -91,10 +93,10 @@ async fn broken_stream_rolls_back() {
     let d = datasets(1 << 30);
     let kept = d.upload(body(&data(2 * B, 3), B), UploadMeta::default()).await.unwrap();
     let space = d.store().space().await.unwrap();
-    let input = data(UPLOAD_BATCH_BYTES * 2, 4);
-    let broken = body(&input, 65_536).take(200).chain(stream::iter([Err(std::io::Error::other("connection reset"))]));
+    let input = data(BATCH * 100, 4);
+    let broken = body(&input, 65_536).take(20).chain(stream::iter([Err(std::io::Error::other("connection reset"))]));
     let err = d.upload(broken, UploadMeta::default()).await.unwrap_err();
-    assert!(matches!(err, UploadError::Stream { received_bytes, .. } if received_bytes == 200 * 65_536), "{err}");
+    assert!(matches!(err, UploadError::Stream { received_bytes, .. } if received_bytes == 20 * 65_536), "{err}");
     assert_eq!(d.store().space().await.unwrap(), space, "no space leaked");
     assert_eq!(d.list().await.unwrap(), vec![kept]);
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::task::JoinHandle;
 
-use super::{Dataset, Datasets, UPLOAD_BATCH_BYTES};
+use super::{Dataset, Datasets};
 use crate::content::{Block, Chunker, Manifest, block_cid, manifest_cid, tree_cid};
 use crate::merkle::{Digest, MerkleTree};
 use crate::store::{LeafEntry, SharedStore, StoreError, UploadId};
@@ -126,7 +126,7 @@ impl Datasets {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        let blocks_per_batch = (UPLOAD_BATCH_BYTES / self.block_size_bytes).max(1);
+        let blocks_per_batch = (self.upload_batch_bytes / self.block_size_bytes).max(1);
         let mut chunker = Chunker::new(self.block_size_bytes);
         let mut batch = Vec::with_capacity(blocks_per_batch);
         while let Some(piece) = body.next().await {

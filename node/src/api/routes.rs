@@ -20,10 +20,13 @@ fn cid_param(text: &str) -> Result<Cid, ApiError> {
     parse_cid(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Result<Option<&'a str>, ApiError> {
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     headers
         .get(&name)
-        .map(|v| v.to_str().map_err(|_| ApiError::unprocessable(format!("{name} is not visible ASCII"))))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::unprocessable(format!("{name} is not visible ASCII")))
+        })
         .transpose()
 }
 
@@ -57,10 +60,15 @@ pub async fn upload(State(s): Shared, headers: HeaderMap, body: Body) -> Result<
         Some(value) => headers::disposition_filename(value).map_err(ApiError::unprocessable)?,
         None => None,
     };
-    if let Some(length) = header_text(&headers, header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(length) =
+        header_text(&headers, header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok())
+    {
         refuse_if_too_large(&s, length).await?;
     }
-    let dataset = s.datasets.upload(body.into_data_stream(), UploadMeta { filename, mimetype }).await?;
+    let dataset = s
+        .datasets
+        .upload(body.into_data_stream(), UploadMeta { filename, mimetype })
+        .await?;
     tracing::info!(cid = %cid_to_string(&dataset.cid), size_bytes = dataset.manifest.dataset_size_bytes, "stored dataset");
     Ok(cid_to_string(&dataset.cid))
 }
@@ -70,11 +78,16 @@ async fn refuse_if_too_large(s: &ApiState, length_bytes: u64) -> Result<(), ApiE
     let block = s.datasets.block_size_bytes() as u64;
     let needed = blocks_count(length_bytes, block) * block;
     let space = s.datasets.store().space().await?;
-    let available = space.quota_max_bytes.saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
+    let available = space
+        .quota_max_bytes
+        .saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
     if needed > available {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("storage quota exceeded: the upload needs {needed} bytes, {available} of {} available", space.quota_max_bytes),
+            format!(
+                "storage quota exceeded: the upload needs {needed} bytes, {available} of {} available",
+                space.quota_max_bytes
+            ),
         ));
     }
     Ok(())
@@ -82,27 +95,50 @@ async fn refuse_if_too_large(s: &ApiState, length_bytes: u64) -> Result<(), ApiE
 
 pub async fn list_data(State(s): Shared) -> Result<Json<Value>, ApiError> {
     let datasets = s.datasets.list().await?;
-    Ok(Json(json!({ "content": datasets.iter().map(data_item).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "content": datasets.iter().map(data_item).collect::<Vec<_>>() }),
+    ))
 }
 
-pub async fn download(State(s): Shared, Path(cid): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn download(
+    State(s): Shared,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let cid = cid_param(&cid)?;
-    let not_here = || ApiError::not_found(format!("{} is not stored on this node", cid_to_string(&cid)));
+    let not_here = || {
+        ApiError::not_found(format!(
+            "{} is not stored on this node",
+            cid_to_string(&cid)
+        ))
+    };
     match Codec::of(&cid) {
         Some(Codec::Manifest) => {
             let dataset = s.datasets.get(cid).await?.ok_or_else(not_here)?;
             serve_dataset(&s, &dataset.manifest, &headers)
         }
         Some(Codec::Block) => {
-            let data = s.datasets.store().get_block(cid).await?.ok_or_else(not_here)?;
-            s.datasets.metrics().download_bytes.inc_by(data.len() as u64);
+            let data = s
+                .datasets
+                .store()
+                .get_block(cid)
+                .await?
+                .ok_or_else(not_here)?;
+            s.datasets
+                .metrics()
+                .download_bytes
+                .inc_by(data.len() as u64);
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
         }
         _ => Err(not_here()),
     }
 }
 
-fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Result<Response, ApiError> {
+fn serve_dataset(
+    s: &ApiState,
+    manifest: &Manifest,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let size = manifest.dataset_size_bytes;
     let request = match header_text(headers, header::RANGE)? {
         Some(value) => headers::range(value, size),
@@ -112,8 +148,15 @@ fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Resu
         RangeRequest::Whole => (StatusCode::OK, 0..size),
         RangeRequest::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
         RangeRequest::Unsatisfiable => {
-            let mut response = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("range outside the {size} bytes of the dataset")).into_response();
-            response.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"));
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("range outside the {size} bytes of the dataset"),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
             return Ok(response);
         }
     };
@@ -121,20 +164,32 @@ fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Resu
         .status(status)
         .header(header::CONTENT_LENGTH, range.end - range.start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, manifest.mimetype.as_deref().unwrap_or("application/octet-stream"));
+        .header(
+            header::CONTENT_TYPE,
+            manifest
+                .mimetype
+                .as_deref()
+                .unwrap_or("application/octet-stream"),
+        );
     if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", range.start, range.end - 1));
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", range.start, range.end - 1),
+        );
     }
-    if let Some(name) = &manifest.filename {
-        if let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name)) {
-            response = response.header(header::CONTENT_DISPOSITION, value);
-        }
+    if let Some(name) = &manifest.filename
+        && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
+    {
+        response = response.header(header::CONTENT_DISPOSITION, value);
     }
     let body = Body::from_stream(s.datasets.read(manifest, range));
     Ok(response.body(body).expect("valid response parts"))
 }
 
-pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_data(
+    State(s): Shared,
+    Path(cid): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let cid = cid_param(&cid)?;
     if Codec::of(&cid) == Some(Codec::Block) && s.datasets.exists(cid).await? {
         return Err(ApiError::new(
@@ -146,13 +201,18 @@ pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<St
         tracing::info!(cid = %cid_to_string(&cid), "deleted dataset");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("{} is not stored on this node", cid_to_string(&cid))))
+        Err(ApiError::not_found(format!(
+            "{} is not stored on this node",
+            cid_to_string(&cid)
+        )))
     }
 }
 
 pub async fn exists(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
     let cid = cid_param(&cid)?;
-    Ok(Json(json!({ "cid": cid_to_string(&cid), "exists": s.datasets.exists(cid).await? })))
+    Ok(Json(
+        json!({ "cid": cid_to_string(&cid), "exists": s.datasets.exists(cid).await? }),
+    ))
 }
 
 pub async fn space(State(s): Shared) -> Result<Json<crate::store::Space>, ApiError> {
@@ -160,7 +220,10 @@ pub async fn space(State(s): Shared) -> Result<Json<crate::store::Space>, ApiErr
 }
 
 pub async fn peer_id(State(s): Shared, headers: HeaderMap) -> Response {
-    let wants_json = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
     if wants_json {
         Json(json!({ "id": s.peer_id })).into_response()
     } else {
@@ -191,7 +254,14 @@ pub async fn health() -> Json<Value> {
 pub async fn metrics(State(s): Shared) -> Result<Response, ApiError> {
     let metrics = s.datasets.metrics();
     metrics.observe_space(&s.datasets.store().space().await?);
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response())
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -20,11 +20,18 @@ pub const STORE_DIR: &str = "store";
 
 fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
     let env = PartialConfig::from_env(std::env::vars())?;
-    let file_path = args.config.clone().or_else(|| std::env::var_os("NEVERUST_CONFIG").map(Into::into));
+    let file_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("NEVERUST_CONFIG").map(Into::into));
     let file = match &file_path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            Some(PartialConfig::from_toml(&path.display().to_string(), &text)?)
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            Some(PartialConfig::from_toml(
+                &path.display().to_string(),
+                &text,
+            )?)
         }
         None => None,
     };
@@ -32,8 +39,11 @@ fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log_level).with_context(|| format!("log-level {:?} is not a valid filter", config.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("log-level {:?} is not a valid filter", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.pretty().init(),
@@ -52,15 +62,20 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     init_logging(&config)?;
     let unknown = PartialConfig::unknown_env_vars(std::env::vars());
     if !unknown.is_empty() {
-        tracing::warn!(?unknown, "ignoring environment variables that name no setting");
+        tracing::warn!(
+            ?unknown,
+            "ignoring environment variables that name no setting"
+        );
     }
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let keypair = crate::identity::load_or_create(data_dir)?;
     let peer_id = crate::identity::peer_id(&keypair).to_string();
 
     let store_dir = data_dir.join(STORE_DIR);
-    let store = LmdbStore::open(&store_dir, config.storage_quota.0).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let store = LmdbStore::open(&store_dir, config.storage_quota.0)
+        .with_context(|| format!("opening store {}", store_dir.display()))?;
     let recovery = store.recover().await.context("recovering the store")?;
     if recovery.uploads_rolled_back > 0 {
         tracing::warn!(
@@ -84,12 +99,29 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
-    let datasets = Datasets::new(Arc::new(store), Compute::Pool, config.block_size_bytes(), metrics);
-    let state = Arc::new(ApiState { datasets, peer_id, data_dir: data_dir.clone(), listen_addrs: config.listen_addrs.clone() });
+    let datasets = Datasets::new(
+        Arc::new(store),
+        Compute::Pool,
+        config.block_size_bytes(),
+        metrics,
+    );
+    let state = Arc::new(ApiState {
+        datasets,
+        peer_id,
+        data_dir: data_dir.clone(),
+        listen_addrs: config.listen_addrs.clone(),
+    });
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding the API to {address}"))?;
-    tracing::info!("API listening on http://{}/api/archivist/v1", listener.local_addr()?);
-    api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the API to {address}"))?;
+    tracing::info!(
+        "API listening on http://{}/api/archivist/v1",
+        listener.local_addr()?
+    );
+    api::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -98,7 +130,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},

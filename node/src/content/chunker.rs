@@ -20,7 +20,12 @@ pub struct Chunker {
 impl Chunker {
     pub fn new(block_size_bytes: usize) -> Chunker {
         assert!(block_size_bytes > 0, "block size must be positive");
-        Chunker { block_size_bytes, partial: BytesMut::new(), total_bytes: 0, blocks_emitted: 0 }
+        Chunker {
+            block_size_bytes,
+            partial: BytesMut::new(),
+            total_bytes: 0,
+            blocks_emitted: 0,
+        }
     }
 
     /// Bytes received so far.
@@ -97,12 +102,12 @@ mod tests {
         const B: usize = 16;
         // (input length, expected block count)
         for (len, want_blocks) in [
-            (0, 1),         // empty: one zero block
-            (1, 1),         // one byte, padded
-            (B - 1, 1),     // just under a block
-            (B, 1),         // exactly one block, no padding block
-            (B + 1, 2),     // one byte spills into a second block
-            (3 * B, 3),     // whole blocks only
+            (0, 1),     // empty: one zero block
+            (1, 1),     // one byte, padded
+            (B - 1, 1), // just under a block
+            (B, 1),     // exactly one block, no padding block
+            (B + 1, 2), // one byte spills into a second block
+            (3 * B, 3), // whole blocks only
         ] {
             let input: Vec<u8> = (0..len).map(|i| i as u8 | 1).collect();
             let (blocks, total) = chunk_all(&input, &[], B);

@@ -60,9 +60,20 @@ pub struct Datasets {
 }
 
 impl Datasets {
-    pub fn new(store: SharedStore, compute: Compute, block_size_bytes: usize, metrics: Arc<Metrics>) -> Datasets {
+    pub fn new(
+        store: SharedStore,
+        compute: Compute,
+        block_size_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Datasets {
         assert!(block_size_bytes > 0 && block_size_bytes <= crate::content::BLOCK_SIZE_MAX_BYTES);
-        Datasets { store, compute, block_size_bytes, upload_batch_bytes: UPLOAD_BATCH_BYTES, metrics }
+        Datasets {
+            store,
+            compute,
+            block_size_bytes,
+            upload_batch_bytes: UPLOAD_BATCH_BYTES,
+            metrics,
+        }
     }
 
     /// Sets the bytes per upload transaction (smaller batches: less memory, more commits).
@@ -88,14 +99,19 @@ impl Datasets {
         if Codec::of(&cid) != Some(Codec::Manifest) {
             return Ok(None);
         }
-        let Some(encoded) = self.store.get_manifest(cid).await? else { return Ok(None) };
+        let Some(encoded) = self.store.get_manifest(cid).await? else {
+            return Ok(None);
+        };
         decode_dataset(cid, &encoded).map(Some)
     }
 
     /// Every dataset stored here, in CID byte order.
     pub async fn list(&self) -> Result<Vec<Dataset>, ReadError> {
         let manifests = self.store.list_manifests().await?;
-        manifests.iter().map(|(cid, encoded)| decode_dataset(*cid, encoded)).collect()
+        manifests
+            .iter()
+            .map(|(cid, encoded)| decode_dataset(*cid, encoded))
+            .collect()
     }
 
     /// Deletes a dataset; `false` if it is not stored here.
@@ -115,7 +131,11 @@ impl Datasets {
     ///
     /// Blocks are read ahead on a separate task, [`DOWNLOAD_READ_AHEAD`] steps deep; dropping
     /// the stream stops the reader.
-    pub fn read(&self, manifest: &Manifest, range: Range<u64>) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    pub fn read(
+        &self,
+        manifest: &Manifest,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
         let size = manifest.dataset_size_bytes;
         let range = range.start.min(size)..range.end.min(size);
         let block = u64::from(manifest.block_size_bytes);
@@ -149,14 +169,22 @@ impl Datasets {
                 index += count;
             }
         });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
     }
 }
 
 fn decode_dataset(cid: Cid, encoded: &[u8]) -> Result<Dataset, ReadError> {
-    debug_assert_eq!(manifest_cid(encoded), cid, "manifest stored under another CID");
-    let manifest = Manifest::decode(encoded)
-        .map_err(|error| ReadError::BadManifest { cid: crate::content::cid_to_string(&cid), error })?;
+    debug_assert_eq!(
+        manifest_cid(encoded),
+        cid,
+        "manifest stored under another CID"
+    );
+    let manifest = Manifest::decode(encoded).map_err(|error| ReadError::BadManifest {
+        cid: crate::content::cid_to_string(&cid),
+        error,
+    })?;
     Ok(Dataset { cid, manifest })
 }
 

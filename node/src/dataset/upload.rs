@@ -27,7 +27,10 @@ pub struct UploadMeta {
 pub enum UploadError {
     /// The body broke off (client disconnect, truncated body).
     #[error("upload stream failed after {received_bytes} bytes: {message}")]
-    Stream { received_bytes: u64, message: String },
+    Stream {
+        received_bytes: u64,
+        message: String,
+    },
     /// The store refused (quota) or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -77,12 +80,17 @@ impl Pipeline {
         if batch.is_empty() {
             return Ok(());
         }
-        let blocks: Vec<Block> = datasets.compute.run(move || batch.into_iter().map(Block::new).collect()).await;
+        let blocks: Vec<Block> = datasets
+            .compute
+            .run(move || batch.into_iter().map(Block::new).collect())
+            .await;
         self.wait().await?;
         let first = self.leaves.len() as u64;
         self.leaves.extend(blocks.iter().map(|b| *b.digest()));
         let (store, upload) = (self.store.clone(), self.upload);
-        self.in_flight = Some(tokio::spawn(async move { store.put_upload_blocks(upload, first, blocks).await }));
+        self.in_flight = Some(tokio::spawn(async move {
+            store.put_upload_blocks(upload, first, blocks).await
+        }));
         Ok(())
     }
 
@@ -103,8 +111,17 @@ impl Datasets {
         E: Display,
     {
         let upload = self.store.begin_upload().await?;
-        let guard = PendingUpload { store: self.store.clone(), id: upload, armed: true };
-        let mut pipeline = Pipeline { store: self.store.clone(), upload, leaves: Vec::new(), in_flight: None };
+        let guard = PendingUpload {
+            store: self.store.clone(),
+            id: upload,
+            armed: true,
+        };
+        let mut pipeline = Pipeline {
+            store: self.store.clone(),
+            upload,
+            leaves: Vec::new(),
+            in_flight: None,
+        };
         match self.run_upload(&mut pipeline, body, meta).await {
             Ok(dataset) => {
                 let mut guard = guard;
@@ -121,7 +138,12 @@ impl Datasets {
         }
     }
 
-    async fn run_upload<S, E>(&self, pipeline: &mut Pipeline, mut body: S, meta: UploadMeta) -> Result<Dataset, UploadError>
+    async fn run_upload<S, E>(
+        &self,
+        pipeline: &mut Pipeline,
+        mut body: S,
+        meta: UploadMeta,
+    ) -> Result<Dataset, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
@@ -130,7 +152,10 @@ impl Datasets {
         let mut chunker = Chunker::new(self.block_size_bytes);
         let mut batch = Vec::with_capacity(blocks_per_batch);
         while let Some(piece) = body.next().await {
-            let piece = piece.map_err(|e| UploadError::Stream { received_bytes: chunker.total_bytes(), message: e.to_string() })?;
+            let piece = piece.map_err(|e| UploadError::Stream {
+                received_bytes: chunker.total_bytes(),
+                message: e.to_string(),
+            })?;
             self.metrics.upload_bytes.inc_by(piece.len() as u64);
             chunker.push(piece, &mut batch);
             if batch.len() >= blocks_per_batch {
@@ -145,9 +170,17 @@ impl Datasets {
     }
 
     /// Builds the tree, stores leaves and proofs, and commits the manifest.
-    async fn commit(&self, pipeline: &mut Pipeline, size_bytes: u64, meta: UploadMeta) -> Result<Dataset, UploadError> {
+    async fn commit(
+        &self,
+        pipeline: &mut Pipeline,
+        size_bytes: u64,
+        meta: UploadMeta,
+    ) -> Result<Dataset, UploadError> {
         let leaves = std::mem::take(&mut pipeline.leaves);
-        let tree = self.compute.run(move || MerkleTree::build(leaves).expect("a dataset has at least one block")).await;
+        let tree = self
+            .compute
+            .run(move || MerkleTree::build(leaves).expect("a dataset has at least one block"))
+            .await;
         let tree = std::sync::Arc::new(tree);
         let tree_id = tree_cid(&tree.root());
         let blocks_count = tree.leaves_count();
@@ -159,11 +192,16 @@ impl Datasets {
                 .compute
                 .run(move || {
                     (first..end)
-                        .map(|i| LeafEntry { block_cid: block_cid(&t.leaf(i)), proof: t.proof(i) })
+                        .map(|i| LeafEntry {
+                            block_cid: block_cid(&t.leaf(i)),
+                            proof: t.proof(i),
+                        })
                         .collect::<Vec<_>>()
                 })
                 .await;
-            self.store.put_tree_leaves(pipeline.upload, tree_id, first, entries).await?;
+            self.store
+                .put_tree_leaves(pipeline.upload, tree_id, first, entries)
+                .await?;
             first = end;
         }
         let mut manifest = Manifest::new(tree_id, self.block_size_bytes as u32, size_bytes);
@@ -171,7 +209,9 @@ impl Datasets {
         manifest.mimetype = meta.mimetype;
         let encoded = manifest.encode();
         let cid = manifest_cid(&encoded);
-        self.store.commit_upload(pipeline.upload, cid, Bytes::from(encoded)).await?;
+        self.store
+            .commit_upload(pipeline.upload, cid, Bytes::from(encoded))
+            .await?;
         Ok(Dataset { cid, manifest })
     }
 }

@@ -61,20 +61,48 @@ impl Metrics {
         let download_bytes = Counter::default();
         let uploads_completed = Counter::default();
         let uploads_failed = Counter::default();
-        registry.register("blocks_stored", "Distinct blocks held in the store", blocks_stored.clone());
-        registry.register("bytes_stored", "Bytes of distinct blocks held in the store", bytes_stored.clone());
+        registry.register(
+            "blocks_stored",
+            "Distinct blocks held in the store",
+            blocks_stored.clone(),
+        );
+        registry.register(
+            "bytes_stored",
+            "Bytes of distinct blocks held in the store",
+            bytes_stored.clone(),
+        );
         registry.register("quota_max_bytes", "Storage quota", quota_max_bytes.clone());
         registry.register("peer_count", "Connected peers", peer_count.clone());
-        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            http_requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time to answer an HTTP request (headers; streamed bodies continue after)",
             http_request_duration_seconds.clone(),
         );
-        registry.register("upload_bytes", "Bytes received in uploads", upload_bytes.clone());
-        registry.register("download_bytes", "Bytes sent in downloads", download_bytes.clone());
-        registry.register("uploads_completed", "Uploads stored as datasets", uploads_completed.clone());
-        registry.register("uploads_failed", "Uploads rolled back (bad input, quota, disconnect)", uploads_failed.clone());
+        registry.register(
+            "upload_bytes",
+            "Bytes received in uploads",
+            upload_bytes.clone(),
+        );
+        registry.register(
+            "download_bytes",
+            "Bytes sent in downloads",
+            download_bytes.clone(),
+        );
+        registry.register(
+            "uploads_completed",
+            "Uploads stored as datasets",
+            uploads_completed.clone(),
+        );
+        registry.register(
+            "uploads_failed",
+            "Uploads rolled back (bad input, quota, disconnect)",
+            uploads_failed.clone(),
+        );
         Metrics {
             registry,
             blocks_stored,
@@ -101,7 +129,8 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -113,12 +142,31 @@ mod tests {
     #[test]
     fn exposition_names_the_documented_metrics() {
         let m = Metrics::new();
-        m.observe_space(&Space { total_blocks: 3, quota_max_bytes: 10, quota_used_bytes: 7, quota_reserved_bytes: 0 });
-        m.http_requests.get_or_create(&HttpLabels { method: "GET".into(), route: "/health".into(), status: 200 }).inc();
+        m.observe_space(&Space {
+            total_blocks: 3,
+            quota_max_bytes: 10,
+            quota_used_bytes: 7,
+            quota_reserved_bytes: 0,
+        });
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                method: "GET".into(),
+                route: "/health".into(),
+                status: 200,
+            })
+            .inc();
         let text = m.encode();
-        for line in ["blocks_stored 3", "bytes_stored 7", "peer_count 0", "upload_bytes_total 0",
-                     "http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1"] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        for line in [
+            "blocks_stored 3",
+            "bytes_stored 7",
+            "peer_count 0",
+            "upload_bytes_total 0",
+            "http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 }

@@ -43,7 +43,10 @@ pub enum NetEvent {
     Connected(PeerId),
     Disconnected(PeerId),
     /// A whole, size-checked protocol message from a peer.
-    Message { from: PeerId, payload: Bytes },
+    Message {
+        from: PeerId,
+        payload: Bytes,
+    },
 }
 
 /// Errors of network operations.
@@ -53,7 +56,10 @@ pub enum NetError {
     #[error("peer {0} is not connected")]
     NotConnected(PeerId),
     #[error("message of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
-    TooLarge { size_bytes: usize, limit_bytes: usize },
+    TooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("dial failed: {0}")]
     Dial(String),
     #[error("network closed")]

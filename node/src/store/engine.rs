@@ -36,7 +36,11 @@ pub struct KvStore<E> {
 
 impl<E: KvEngine> KvStore<E> {
     pub fn new(engine: E, quota_max_bytes: u64, compute: Compute) -> KvStore<E> {
-        KvStore { engine: Arc::new(engine), quota_max_bytes, compute }
+        KvStore {
+            engine: Arc::new(engine),
+            quota_max_bytes,
+            compute,
+        }
     }
 
     pub fn engine(&self) -> &Arc<E> {
@@ -57,7 +61,10 @@ impl<E: KvEngine> KvStore<E> {
 // ---- record layouts ----
 
 fn u64_of(bytes: Option<Vec<u8>>) -> u64 {
-    bytes.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 fn meta(r: &dyn KvRead, name: &[u8]) -> Result<u64, StoreError> {
@@ -68,7 +75,11 @@ fn set_meta(w: &mut dyn KvWrite, name: &[u8], value: u64) -> Result<(), StoreErr
     w.put(Table::Meta, name, &value.to_le_bytes())
 }
 
-fn update_meta(w: &mut dyn KvWrite, name: &[u8], f: impl FnOnce(u64) -> u64) -> Result<(), StoreError> {
+fn update_meta(
+    w: &mut dyn KvWrite,
+    name: &[u8],
+    f: impl FnOnce(u64) -> u64,
+) -> Result<(), StoreError> {
     let value = meta(w, name)?;
     set_meta(w, name, f(value))
 }
@@ -104,7 +115,11 @@ impl UploadRecord {
         if bytes.len() < 16 {
             return Err(bad());
         }
-        let tree = if bytes.len() > 16 { Some(Cid::try_from(&bytes[16..]).map_err(|_| bad())?) } else { None };
+        let tree = if bytes.len() > 16 {
+            Some(Cid::try_from(&bytes[16..]).map_err(|_| bad())?)
+        } else {
+            None
+        };
         Ok(UploadRecord {
             blocks_count: u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")),
             leaves_count: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
@@ -123,12 +138,19 @@ struct TreeRecord {
 
 impl TreeRecord {
     fn load(r: &dyn KvRead, tree: &Cid) -> Result<TreeRecord, StoreError> {
-        let Some(bytes) = r.get(Table::Trees, &tree.to_bytes())? else { return Ok(TreeRecord::default()) };
+        let Some(bytes) = r.get(Table::Trees, &tree.to_bytes())? else {
+            return Ok(TreeRecord::default());
+        };
         if bytes.len() != 24 {
             return Err(StoreError::Backend("malformed tree record".into()));
         }
-        let field = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        Ok(TreeRecord { manifests: field(0), writers: field(1), leaves_count: field(2) })
+        let field =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Ok(TreeRecord {
+            manifests: field(0),
+            writers: field(1),
+            leaves_count: field(2),
+        })
     }
 
     /// Saves the record, or removes it and the tree's leaves when nothing refers to it.
@@ -168,7 +190,9 @@ fn decode_leaf(bytes: &[u8]) -> Result<LeafEntry, StoreError> {
 }
 
 fn load_upload(r: &dyn KvRead, upload: UploadId) -> Result<UploadRecord, StoreError> {
-    let bytes = r.get(Table::Uploads, &upload.to_be_bytes())?.ok_or(StoreError::UnknownUpload(upload))?;
+    let bytes = r
+        .get(Table::Uploads, &upload.to_be_bytes())?
+        .ok_or(StoreError::UnknownUpload(upload))?;
     UploadRecord::decode(&bytes)
 }
 
@@ -203,7 +227,12 @@ fn release_ref(w: &mut dyn KvWrite, key: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Deletes an upload's pending entries, releasing their references if `release`.
-fn drop_pending(w: &mut dyn KvWrite, upload: UploadId, record: &UploadRecord, release: bool) -> Result<(), StoreError> {
+fn drop_pending(
+    w: &mut dyn KvWrite,
+    upload: UploadId,
+    record: &UploadRecord,
+    release: bool,
+) -> Result<(), StoreError> {
     let prefix = upload.to_be_bytes();
     for index in 0..record.blocks_count {
         let key = indexed_key(&prefix, index);
@@ -220,13 +249,23 @@ fn drop_pending(w: &mut dyn KvWrite, upload: UploadId, record: &UploadRecord, re
 
 // ---- operations ----
 
-fn put_upload_blocks(w: &mut dyn KvWrite, quota: u64, upload: UploadId, first: u64, blocks: &[Block]) -> Result<(), StoreError> {
+fn put_upload_blocks(
+    w: &mut dyn KvWrite,
+    quota: u64,
+    upload: UploadId,
+    first: u64,
+    blocks: &[Block],
+) -> Result<(), StoreError> {
     let mut record = load_upload(w, upload)?;
     let prefix = upload.to_be_bytes();
     let mut new_bytes = 0;
     for (offset, block) in blocks.iter().enumerate() {
         let key = indexed_key(&prefix, first + offset as u64);
-        assert!(w.get(Table::Pending, &key)?.is_none(), "upload {upload} wrote leaf {} twice", first + offset as u64);
+        assert!(
+            w.get(Table::Pending, &key)?.is_none(),
+            "upload {upload} wrote leaf {} twice",
+            first + offset as u64
+        );
         new_bytes += add_ref(w, block)?;
         w.put(Table::Pending, &key, &block.cid().to_bytes())?;
     }
@@ -244,7 +283,13 @@ fn put_upload_blocks(w: &mut dyn KvWrite, quota: u64, upload: UploadId, first: u
     w.put(Table::Uploads, &prefix, &record.encode())
 }
 
-fn put_tree_leaves(w: &mut dyn KvWrite, upload: UploadId, tree: &Cid, first: u64, leaves: &[LeafEntry]) -> Result<(), StoreError> {
+fn put_tree_leaves(
+    w: &mut dyn KvWrite,
+    upload: UploadId,
+    tree: &Cid,
+    first: u64,
+    leaves: &[LeafEntry],
+) -> Result<(), StoreError> {
     let mut record = load_upload(w, upload)?;
     let mut tree_record = TreeRecord::load(w, tree)?;
     match &record.tree {
@@ -256,7 +301,11 @@ fn put_tree_leaves(w: &mut dyn KvWrite, upload: UploadId, tree: &Cid, first: u64
     }
     let key = tree.to_bytes();
     for (offset, leaf) in leaves.iter().enumerate() {
-        w.put(Table::Leaves, &indexed_key(&key, first + offset as u64), &encode_leaf(leaf))?;
+        w.put(
+            Table::Leaves,
+            &indexed_key(&key, first + offset as u64),
+            &encode_leaf(leaf),
+        )?;
     }
     let end = first + leaves.len() as u64;
     record.leaves_count = record.leaves_count.max(end);
@@ -265,13 +314,29 @@ fn put_tree_leaves(w: &mut dyn KvWrite, upload: UploadId, tree: &Cid, first: u64
     w.put(Table::Uploads, &upload.to_be_bytes(), &record.encode())
 }
 
-fn commit_upload(w: &mut dyn KvWrite, upload: UploadId, manifest_cid: &Cid, manifest: &[u8]) -> Result<Committed, StoreError> {
+fn commit_upload(
+    w: &mut dyn KvWrite,
+    upload: UploadId,
+    manifest_cid: &Cid,
+    manifest: &[u8],
+) -> Result<Committed, StoreError> {
     let record = load_upload(w, upload)?;
-    let decoded = Manifest::decode(manifest).map_err(|e| StoreError::Backend(format!("committing a bad manifest: {e}")))?;
-    let tree = record.tree.expect("an upload commits only after writing its tree");
+    let decoded = Manifest::decode(manifest)
+        .map_err(|e| StoreError::Backend(format!("committing a bad manifest: {e}")))?;
+    let tree = record
+        .tree
+        .expect("an upload commits only after writing its tree");
     assert_eq!(decoded.tree_cid, tree, "manifest names another tree");
-    assert_eq!(record.leaves_count, decoded.blocks_count(), "tree leaves disagree with the manifest");
-    assert_eq!(record.blocks_count, decoded.blocks_count(), "blocks disagree with the manifest");
+    assert_eq!(
+        record.leaves_count,
+        decoded.blocks_count(),
+        "tree leaves disagree with the manifest"
+    );
+    assert_eq!(
+        record.blocks_count,
+        decoded.blocks_count(),
+        "blocks disagree with the manifest"
+    );
 
     let mut tree_record = TreeRecord::load(w, &tree)?;
     let already_listed = w.get(Table::Manifests, &manifest_cid.to_bytes())?.is_some();
@@ -283,7 +348,11 @@ fn commit_upload(w: &mut dyn KvWrite, upload: UploadId, manifest_cid: &Cid, mani
         w.put(Table::Manifests, &manifest_cid.to_bytes(), manifest)?;
     }
     tree_record.save(w, &tree)?;
-    Ok(if already_listed { Committed::AlreadyStored } else { Committed::New })
+    Ok(if already_listed {
+        Committed::AlreadyStored
+    } else {
+        Committed::New
+    })
 }
 
 fn abort_upload(w: &mut dyn KvWrite, upload: UploadId) -> Result<(), StoreError> {
@@ -299,8 +368,11 @@ fn abort_upload(w: &mut dyn KvWrite, upload: UploadId) -> Result<(), StoreError>
 
 fn delete_dataset(w: &mut dyn KvWrite, manifest_cid: &Cid) -> Result<bool, StoreError> {
     let key = manifest_cid.to_bytes();
-    let Some(encoded) = w.get(Table::Manifests, &key)? else { return Ok(false) };
-    let manifest = Manifest::decode(&encoded).map_err(|e| StoreError::Backend(format!("stored manifest unreadable: {e}")))?;
+    let Some(encoded) = w.get(Table::Manifests, &key)? else {
+        return Ok(false);
+    };
+    let manifest = Manifest::decode(&encoded)
+        .map_err(|e| StoreError::Backend(format!("stored manifest unreadable: {e}")))?;
     w.delete(Table::Manifests, &key)?;
     let tree = manifest.tree_cid;
     let mut tree_record = TreeRecord::load(w, &tree)?;
@@ -318,11 +390,16 @@ fn delete_dataset(w: &mut dyn KvWrite, manifest_cid: &Cid) -> Result<bool, Store
 }
 
 fn missing_leaf(tree: &Cid, index: u64) -> StoreError {
-    StoreError::MissingLeaf { tree: cid_to_string(tree), index }
+    StoreError::MissingLeaf {
+        tree: cid_to_string(tree),
+        index,
+    }
 }
 
 fn read_block(r: &dyn KvRead, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-    let Some(data) = r.get(Table::Blocks, &cid.to_bytes())? else { return Ok(None) };
+    let Some(data) = r.get(Table::Blocks, &cid.to_bytes())? else {
+        return Ok(None);
+    };
     match Block::verified(*cid, Bytes::from(data)) {
         Some(block) => Ok(Some(block.into_data())),
         None => Err(StoreError::Corrupt(cid_to_string(cid))),
@@ -330,7 +407,9 @@ fn read_block(r: &dyn KvRead, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
 }
 
 fn read_leaf(r: &dyn KvRead, tree: &Cid, index: u64) -> Result<Option<LeafEntry>, StoreError> {
-    r.get(Table::Leaves, &indexed_key(&tree.to_bytes(), index))?.map(|b| decode_leaf(&b)).transpose()
+    r.get(Table::Leaves, &indexed_key(&tree.to_bytes(), index))?
+        .map(|b| decode_leaf(&b))
+        .transpose()
 }
 
 #[async_trait]
@@ -340,27 +419,53 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             e.write(|w| {
                 let id = meta(w, NEXT_UPLOAD)?;
                 set_meta(w, NEXT_UPLOAD, id + 1)?;
-                w.put(Table::Uploads, &id.to_be_bytes(), &UploadRecord::default().encode())?;
+                w.put(
+                    Table::Uploads,
+                    &id.to_be_bytes(),
+                    &UploadRecord::default().encode(),
+                )?;
                 Ok(id)
             })
         })
         .await
     }
 
-    async fn put_upload_blocks(&self, upload: UploadId, first_index: u64, blocks: Vec<Block>) -> Result<(), StoreError> {
-        self.run(move |e, quota| e.write(|w| put_upload_blocks(w, quota, upload, first_index, &blocks))).await
+    async fn put_upload_blocks(
+        &self,
+        upload: UploadId,
+        first_index: u64,
+        blocks: Vec<Block>,
+    ) -> Result<(), StoreError> {
+        self.run(move |e, quota| {
+            e.write(|w| put_upload_blocks(w, quota, upload, first_index, &blocks))
+        })
+        .await
     }
 
-    async fn put_tree_leaves(&self, upload: UploadId, tree: Cid, first_index: u64, leaves: Vec<LeafEntry>) -> Result<(), StoreError> {
-        self.run(move |e, _| e.write(|w| put_tree_leaves(w, upload, &tree, first_index, &leaves))).await
+    async fn put_tree_leaves(
+        &self,
+        upload: UploadId,
+        tree: Cid,
+        first_index: u64,
+        leaves: Vec<LeafEntry>,
+    ) -> Result<(), StoreError> {
+        self.run(move |e, _| e.write(|w| put_tree_leaves(w, upload, &tree, first_index, &leaves)))
+            .await
     }
 
-    async fn commit_upload(&self, upload: UploadId, manifest_cid: Cid, manifest: Bytes) -> Result<Committed, StoreError> {
-        self.run(move |e, _| e.write(|w| commit_upload(w, upload, &manifest_cid, &manifest))).await
+    async fn commit_upload(
+        &self,
+        upload: UploadId,
+        manifest_cid: Cid,
+        manifest: Bytes,
+    ) -> Result<Committed, StoreError> {
+        self.run(move |e, _| e.write(|w| commit_upload(w, upload, &manifest_cid, &manifest)))
+            .await
     }
 
     async fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError> {
-        self.run(move |e, _| e.write(|w| abort_upload(w, upload))).await
+        self.run(move |e, _| e.write(|w| abort_upload(w, upload)))
+            .await
     }
 
     async fn recover(&self) -> Result<Recovery, StoreError> {
@@ -368,7 +473,9 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             let (uploads, used_before) = e.read(|r| {
                 let mut ids = Vec::new();
                 r.scan(Table::Uploads, &[], &mut |key, _| {
-                    ids.push(u64::from_be_bytes(key.try_into().expect("8-byte upload key")));
+                    ids.push(u64::from_be_bytes(
+                        key.try_into().expect("8-byte upload key"),
+                    ));
                     true
                 })?;
                 Ok((ids, meta(r, USED_BYTES)?))
@@ -377,13 +484,19 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
                 e.write(|w| abort_upload(w, upload))?;
             }
             let used_after = e.read(|r| meta(r, USED_BYTES))?;
-            Ok(Recovery { uploads_rolled_back: uploads.len() as u64, bytes_released: used_before - used_after })
+            Ok(Recovery {
+                uploads_rolled_back: uploads.len() as u64,
+                bytes_released: used_before - used_after,
+            })
         })
         .await
     }
 
     async fn get_manifest(&self, cid: Cid) -> Result<Option<Bytes>, StoreError> {
-        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Manifests, &cid.to_bytes())?.map(Bytes::from)))).await
+        self.run(move |e, _| {
+            e.read(|r| Ok(r.get(Table::Manifests, &cid.to_bytes())?.map(Bytes::from)))
+        })
+        .await
     }
 
     async fn list_manifests(&self) -> Result<Vec<(Cid, Bytes)>, StoreError> {
@@ -408,7 +521,8 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
     }
 
     async fn delete_dataset(&self, manifest_cid: Cid) -> Result<bool, StoreError> {
-        self.run(move |e, _| e.write(|w| delete_dataset(w, &manifest_cid))).await
+        self.run(move |e, _| e.write(|w| delete_dataset(w, &manifest_cid)))
+            .await
     }
 
     async fn get_block(&self, cid: Cid) -> Result<Option<Bytes>, StoreError> {
@@ -416,19 +530,27 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
     }
 
     async fn has_block(&self, cid: Cid) -> Result<bool, StoreError> {
-        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Refs, &cid.to_bytes())?.is_some()))).await
+        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Refs, &cid.to_bytes())?.is_some())))
+            .await
     }
 
     async fn get_leaf(&self, tree: Cid, index: u64) -> Result<Option<LeafEntry>, StoreError> {
-        self.run(move |e, _| e.read(|r| read_leaf(r, &tree, index))).await
+        self.run(move |e, _| e.read(|r| read_leaf(r, &tree, index)))
+            .await
     }
 
-    async fn get_tree_blocks(&self, tree: Cid, first_index: u64, count: u64) -> Result<Vec<Bytes>, StoreError> {
+    async fn get_tree_blocks(
+        &self,
+        tree: Cid,
+        first_index: u64,
+        count: u64,
+    ) -> Result<Vec<Bytes>, StoreError> {
         self.run(move |e, _| {
             e.read(|r| {
                 (first_index..first_index + count)
                     .map(|index| {
-                        let leaf = read_leaf(r, &tree, index)?.ok_or_else(|| missing_leaf(&tree, index))?;
+                        let leaf = read_leaf(r, &tree, index)?
+                            .ok_or_else(|| missing_leaf(&tree, index))?;
                         read_block(r, &leaf.block_cid)?.ok_or_else(|| missing_leaf(&tree, index))
                     })
                     .collect()

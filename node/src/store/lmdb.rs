@@ -40,7 +40,8 @@ fn map_size_bytes(quota_max_bytes: u64) -> usize {
 impl LmdbEngine {
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: &Path, quota_max_bytes: u64) -> Result<LmdbEngine, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
         // SAFETY: heed requires that the same file is not opened twice in one process with
         // different options; the node opens its data directory exactly once.
         let env = unsafe {
@@ -56,7 +57,9 @@ impl LmdbEngine {
                 for table in Table::ALL {
                     dbs.push(opener.create_database::<Raw, Raw>(wtxn, Some(table.name()))?);
                 }
-                let dbs: [_; Table::ALL.len()] = dbs.try_into().unwrap_or_else(|_| unreachable!("one per table"));
+                let dbs: [_; Table::ALL.len()] = dbs
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("one per table"));
                 Ok(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
             .unwrap_commit();
@@ -71,7 +74,11 @@ impl LmdbEngine {
 impl LmdbStore {
     /// Opens the store in `path`, running its blocking calls on the blocking pool.
     pub fn open(path: &Path, quota_max_bytes: u64) -> Result<LmdbStore, StoreError> {
-        Ok(KvStore::new(LmdbEngine::open(path, quota_max_bytes)?, quota_max_bytes, Compute::Pool))
+        Ok(KvStore::new(
+            LmdbEngine::open(path, quota_max_bytes)?,
+            quota_max_bytes,
+            Compute::Pool,
+        ))
     }
 }
 
@@ -85,7 +92,12 @@ struct LmdbWrite<'a, 't> {
     txn: &'a mut RwTxn<'t>,
 }
 
-fn get(engine: &LmdbEngine, txn: &RoTxn<'_>, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+fn get(
+    engine: &LmdbEngine,
+    txn: &RoTxn<'_>,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(engine.db(table).get(txn, key)?.map(<[u8]>::to_vec))
 }
 
@@ -99,7 +111,11 @@ fn scan(
     let db = engine.db(table);
     // LMDB refuses an empty key, so an empty prefix means a plain iteration.
     type Entries<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
-    let entries: Entries<'_> = if prefix.is_empty() { Box::new(db.iter(txn)?) } else { Box::new(db.prefix_iter(txn, prefix)?) };
+    let entries: Entries<'_> = if prefix.is_empty() {
+        Box::new(db.iter(txn)?)
+    } else {
+        Box::new(db.prefix_iter(txn, prefix)?)
+    };
     for entry in entries {
         let (key, value) = entry?;
         if !visit(key, value) {
@@ -114,7 +130,12 @@ impl KvRead for LmdbRead<'_, '_> {
         get(self.engine, self.txn, table, key)
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         scan(self.engine, self.txn, table, prefix, visit)
     }
 }
@@ -124,7 +145,12 @@ impl KvRead for LmdbWrite<'_, '_> {
         get(self.engine, self.txn, table, key)
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         scan(self.engine, self.txn, table, prefix, visit)
     }
 }
@@ -140,14 +166,26 @@ impl KvWrite for LmdbWrite<'_, '_> {
 }
 
 impl KvEngine for LmdbEngine {
-    fn read<T>(&self, f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let txn = self.env.read_txn()?;
-        f(&LmdbRead { engine: self, txn: &txn })
+        f(&LmdbRead {
+            engine: self,
+            txn: &txn,
+        })
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let result = f(&mut LmdbWrite { engine: self, txn: &mut txn })?;
+        let result = f(&mut LmdbWrite {
+            engine: self,
+            txn: &mut txn,
+        })?;
         txn.commit()?;
         Ok(result)
     }

@@ -47,7 +47,12 @@ impl KvRead for MemRead<'_> {
         Ok(get(self.0, table, key))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         scan(self.0, table, prefix, visit);
         Ok(())
     }
@@ -58,7 +63,12 @@ impl KvRead for MemTxn<'_> {
         Ok(get(self.map, table, key))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         scan(self.map, table, prefix, visit);
         Ok(())
     }
@@ -82,14 +92,23 @@ impl KvWrite for MemTxn<'_> {
 }
 
 impl KvEngine for MemEngine {
-    fn read<T>(&self, f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let map = self.map.lock().expect("memory store lock poisoned");
         f(&MemRead(&map))
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut map = self.map.lock().expect("memory store lock poisoned");
-        let mut txn = MemTxn { map: &mut map, undo: Vec::new() };
+        let mut txn = MemTxn {
+            map: &mut map,
+            undo: Vec::new(),
+        };
         let result = f(&mut txn);
         if result.is_err() {
             let MemTxn { map, undo } = txn;

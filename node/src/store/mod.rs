@@ -17,9 +17,9 @@
 
 mod engine;
 mod kv;
-mod mem;
 #[cfg(feature = "production")]
 mod lmdb;
+mod mem;
 #[cfg(test)]
 mod tests;
 
@@ -34,9 +34,9 @@ use crate::runtime::Compute;
 
 pub use self::engine::KvStore;
 pub use self::kv::{KvEngine, KvRead, KvWrite, Table};
-pub use self::mem::{MemEngine, MemStore};
 #[cfg(feature = "production")]
 pub use self::lmdb::{LmdbEngine, LmdbStore};
+pub use self::mem::{MemEngine, MemStore};
 
 /// Identifies an upload in progress.
 pub type UploadId = u64;
@@ -84,8 +84,14 @@ pub enum Committed {
 #[non_exhaustive]
 pub enum StoreError {
     /// Writing would exceed the quota; nothing of the failed write was kept.
-    #[error("storage quota exceeded: {needed_bytes} more bytes needed, {available_bytes} available of {max_bytes}")]
-    QuotaExceeded { needed_bytes: u64, available_bytes: u64, max_bytes: u64 },
+    #[error(
+        "storage quota exceeded: {needed_bytes} more bytes needed, {available_bytes} available of {max_bytes}"
+    )]
+    QuotaExceeded {
+        needed_bytes: u64,
+        available_bytes: u64,
+        max_bytes: u64,
+    },
     /// The upload is unknown (never begun, already committed or aborted).
     #[error("unknown upload {0}")]
     UnknownUpload(UploadId),
@@ -158,5 +164,9 @@ pub type SharedStore = Arc<dyn BlockStore>;
 
 /// Opens an in-memory store with `quota_max_bytes`; blocking work runs inline.
 pub fn memory(quota_max_bytes: u64) -> SharedStore {
-    Arc::new(MemStore::new(MemEngine::default(), quota_max_bytes, Compute::Inline))
+    Arc::new(MemStore::new(
+        MemEngine::default(),
+        quota_max_bytes,
+        Compute::Inline,
+    ))
 }

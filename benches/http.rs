@@ -28,7 +28,12 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LmdbStore::open(dir.path(), 8 << 30).unwrap());
     let datasets = Datasets::new(store, Compute::Pool, 64 << 10, Arc::new(Metrics::new()));
-    let state = Arc::new(ApiState { datasets, peer_id: "bench".into(), data_dir: dir.path().into(), listen_addrs: vec![] });
+    let state = Arc::new(ApiState::new(
+        datasets,
+        "bench".into(),
+        dir.path().into(),
+        vec![],
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/archivist/v1", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, state, std::future::pending()));
@@ -36,8 +41,10 @@ async fn start() -> Server {
 }
 
 async fn upload(client: &reqwest::Client, base: &str, data: &Bytes) -> String {
-    let pieces: Vec<Result<Bytes, std::io::Error>> =
-        (0..data.len()).step_by(PIECE_BYTES).map(|at| Ok(data.slice(at..(at + PIECE_BYTES).min(data.len())))).collect();
+    let pieces: Vec<Result<Bytes, std::io::Error>> = (0..data.len())
+        .step_by(PIECE_BYTES)
+        .map(|at| Ok(data.slice(at..(at + PIECE_BYTES).min(data.len()))))
+        .collect();
     let response = client
         .post(format!("{base}/data"))
         .header("Content-Length", data.len())
@@ -55,7 +62,10 @@ fn http(c: &mut Criterion) {
     let client = reqwest::Client::new();
     let data = Bytes::from(random_bytes(FILE_BYTES, 3));
     let mut group = c.benchmark_group("http");
-    group.throughput(Throughput::Bytes(FILE_BYTES as u64)).sample_size(10).measurement_time(Duration::from_secs(40));
+    group
+        .throughput(Throughput::Bytes(FILE_BYTES as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(40));
     group.bench_function("upload_1GiB", |b| {
         b.iter_custom(|n| {
             runtime.block_on(async {
@@ -64,7 +74,11 @@ fn http(c: &mut Criterion) {
                     let started = Instant::now();
                     let cid = upload(&client, &server.base, &data).await;
                     total += started.elapsed();
-                    client.delete(format!("{}/data/{cid}", server.base)).send().await.unwrap();
+                    client
+                        .delete(format!("{}/data/{cid}", server.base))
+                        .send()
+                        .await
+                        .unwrap();
                 }
                 total
             })
@@ -76,7 +90,11 @@ fn http(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..n {
-                    let response = client.get(format!("{}/data/{cid}", server.base)).send().await.unwrap();
+                    let response = client
+                        .get(format!("{}/data/{cid}", server.base))
+                        .send()
+                        .await
+                        .unwrap();
                     let mut body = response.bytes_stream();
                     let mut received = 0;
                     while let Some(chunk) = body.next().await {

@@ -29,12 +29,34 @@ pub use self::error::ApiError;
 /// The OpenAPI description of this API, served at `/api/archivist/v1/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 
+/// Changes the log filter at run time; answers why a filter was refused.
+pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// What the handlers share.
 pub struct ApiState {
     pub datasets: Datasets,
     pub peer_id: String,
     pub data_dir: PathBuf,
     pub listen_addrs: Vec<String>,
+    /// Set when the binary owns the log subscriber; `None` in embedded uses and tests.
+    pub log_level: Option<LogLevelSetter>,
+}
+
+impl ApiState {
+    pub fn new(
+        datasets: Datasets,
+        peer_id: String,
+        data_dir: PathBuf,
+        listen_addrs: Vec<String>,
+    ) -> ApiState {
+        ApiState {
+            datasets,
+            peer_id,
+            data_dir,
+            listen_addrs,
+            log_level: None,
+        }
+    }
 }
 
 /// All routes, with request metrics.
@@ -46,6 +68,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(routes::download).delete(routes::delete_data),
         )
         .route("/data/{cid}/exists", get(routes::exists))
+        .route("/data/{cid}/status", get(routes::status))
+        .route("/debug/chronicles/loglevel", post(routes::set_log_level))
         .route("/space", get(routes::space))
         .route("/peerid", get(routes::peer_id))
         .route("/debug/info", get(routes::debug_info))

@@ -215,6 +215,59 @@ pub async fn exists(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Va
     ))
 }
 
+pub async fn status(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cid = cid_param(&cid)?;
+    let dataset = s.datasets.get(cid).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{} is not stored on this node",
+            cid_to_string(&cid)
+        ))
+    })?;
+    let manifest = &dataset.manifest;
+    let has_blocks = s
+        .datasets
+        .store()
+        .tree_presence(manifest.tree_cid, manifest.blocks_count())
+        .await?;
+    let status = if has_blocks.iter().all(|&held| held) {
+        "Completed"
+    } else {
+        "Failure"
+    };
+    // `expiry` is the end of a storage contract; locally stored data has none (0).
+    Ok(Json(
+        json!({ "cid": cid_to_string(&cid), "status": status, "expiry": 0, "hasBlocks": has_blocks }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct LogLevelQuery {
+    level: String,
+}
+
+/// Archivist's level names (`TRACE`…`FATAL`, with `NOTICE`) or tracing filter directives.
+pub async fn set_log_level(
+    State(s): Shared,
+    axum::extract::Query(query): axum::extract::Query<LogLevelQuery>,
+) -> Result<StatusCode, ApiError> {
+    let setter = s.log_level.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node does not own its log output",
+        )
+    })?;
+    let filter = match query.level.to_ascii_uppercase().as_str() {
+        "NOTICE" => "info".to_string(),
+        "FATAL" => "error".to_string(),
+        "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR" => query.level.to_ascii_lowercase(),
+        _ => query.level.clone(),
+    };
+    setter(&filter)
+        .map_err(|e| ApiError::bad_request(format!("invalid log level {:?}: {e}", query.level)))?;
+    tracing::info!(filter = %filter, "log level changed");
+    Ok(StatusCode::OK)
+}
+
 pub async fn space(State(s): Shared) -> Result<Json<crate::store::Space>, ApiError> {
     Ok(Json(s.datasets.store().space().await?))
 }

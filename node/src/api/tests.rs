@@ -20,6 +20,8 @@ struct Node {
     addr: std::net::SocketAddr,
     store: SharedStore,
     client: reqwest::Client,
+    /// Log filters the API set.
+    levels: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Node {
@@ -32,12 +34,15 @@ impl Node {
             Arc::new(Metrics::new()),
         )
         .with_upload_batch_bytes(4 * BLOCK);
-        let state = Arc::new(ApiState {
-            datasets,
-            peer_id: "12D3KooWTest".into(),
-            data_dir: "/tmp/x".into(),
-            listen_addrs: vec![],
-        });
+        let mut state = ApiState::new(datasets, "12D3KooWTest".into(), "/tmp/x".into(), vec![]);
+        let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = levels.clone();
+        state.log_level = Some(Arc::new(move |filter: &str| {
+            tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+            seen.lock().unwrap().push(filter.to_string());
+            Ok(())
+        }));
+        let state = Arc::new(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener, state, std::future::pending()));
@@ -46,6 +51,7 @@ impl Node {
             addr,
             store,
             client: reqwest::Client::new(),
+            levels,
         }
     }
 
@@ -399,7 +405,7 @@ async fn truncated_upload_is_rolled_back() {
 #[tokio::test]
 async fn service_routes_answer_in_their_shapes() {
     let node = Node::start(1 << 30).await;
-    node.upload(bytes(10)).await;
+    let cid = node.upload(bytes(10)).await.text().await.unwrap();
     let health: Value = node
         .client
         .get(format!("{}/health", node.base))
@@ -479,6 +485,37 @@ async fn service_routes_answer_in_their_shapes() {
         ),
         "{metrics}"
     );
+    let status: Value = node
+        .client
+        .get(node.v1(&format!("/data/{cid}/status")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!({"cid": cid, "status": "Completed", "expiry": 0, "hasBlocks": [true]})
+    );
+    for (level, code) in [
+        ("DEBUG", 200),
+        ("NOTICE", 200),
+        ("neverust=trace", 200),
+        ("neverust=loud", 400),
+    ] {
+        let response = node
+            .client
+            .post(node.v1(&format!("/debug/chronicles/loglevel?level={level}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), code, "{level}");
+    }
+    assert_eq!(
+        *node.levels.lock().unwrap(),
+        ["debug", "info", "neverust=trace"]
+    );
     let openapi = node
         .client
         .get(node.v1("/openapi.yaml"))
@@ -503,8 +540,10 @@ fn openapi_document_matches_the_router() {
         "/api/archivist/v1/data",
         "/api/archivist/v1/data/{cid}",
         "/api/archivist/v1/data/{cid}/exists",
+        "/api/archivist/v1/data/{cid}/status",
         "/api/archivist/v1/space",
         "/api/archivist/v1/peerid",
+        "/api/archivist/v1/debug/chronicles/loglevel",
         "/api/archivist/v1/debug/info",
         "/api/archivist/v1/openapi.yaml",
         "/api/v1/storage/store",

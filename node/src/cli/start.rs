@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, fmt, reload};
 
 use super::StartArgs;
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
 use crate::dataset::Datasets;
 use crate::metrics::Metrics;
@@ -38,19 +40,26 @@ fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
     Ok(Config::resolve(file, env, args.layer())?)
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// Installs the log subscriber; returns the setter that changes its filter at run time.
+fn init_logging(config: &Config) -> anyhow::Result<LogLevelSetter> {
     let filter = EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("log-level {:?} is not a valid filter", config.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.pretty().init(),
-        LogFormat::Plain => builder.with_ansi(false).init(),
-        LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-    Ok(())
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = fmt::layer().with_writer(std::io::stderr);
+    let output = match config.log_format {
+        LogFormat::Json => output.json().boxed(),
+        LogFormat::Pretty => output.pretty().boxed(),
+        LogFormat::Plain => output.with_ansi(false).boxed(),
+        LogFormat::Auto => output.with_ansi(std::io::stderr().is_terminal()).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Ok(Arc::new(move |directives: &str| {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
 }
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
@@ -59,7 +68,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    init_logging(&config)?;
+    let log_level = init_logging(&config)?;
     let unknown = PartialConfig::unknown_env_vars(std::env::vars());
     if !unknown.is_empty() {
         tracing::warn!(
@@ -105,12 +114,14 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         config.block_size_bytes(),
         metrics,
     );
-    let state = Arc::new(ApiState {
+    let mut state = ApiState::new(
         datasets,
         peer_id,
-        data_dir: data_dir.clone(),
-        listen_addrs: config.listen_addrs.clone(),
-    });
+        data_dir.clone(),
+        config.listen_addrs.clone(),
+    );
+    state.log_level = Some(log_level);
+    let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -559,6 +559,20 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
         .await
     }
 
+    async fn tree_presence(&self, tree: Cid, count: u64) -> Result<Vec<bool>, StoreError> {
+        self.run(move |e, _| {
+            e.read(|r| {
+                (0..count)
+                    .map(|index| match read_leaf(r, &tree, index)? {
+                        Some(leaf) => Ok(r.get(Table::Refs, &leaf.block_cid.to_bytes())?.is_some()),
+                        None => Ok(false),
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
     async fn space(&self) -> Result<Space, StoreError> {
         self.run(|e, quota| {
             e.read(|r| {

@@ -156,6 +156,9 @@ pub trait BlockStore: Send + Sync + 'static {
         count: u64,
     ) -> Result<Vec<Bytes>, StoreError>;
 
+    /// For each of leaves `0..count` of a tree: whether its block is held here.
+    async fn tree_presence(&self, tree: Cid, count: u64) -> Result<Vec<bool>, StoreError>;
+
     async fn space(&self) -> Result<Space, StoreError>;
 }
 

@@ -28,12 +28,7 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LmdbStore::open(dir.path(), 8 << 30).unwrap());
     let datasets = Datasets::new(store, Compute::Pool, 64 << 10, Arc::new(Metrics::new()));
-    let state = Arc::new(ApiState::new(
-        datasets,
-        "bench".into(),
-        dir.path().into(),
-        vec![],
-    ));
+    let state = Arc::new(ApiState::new(datasets, "bench".into(), dir.path().into(), vec![]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/archivist/v1", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, state, std::future::pending()));
@@ -74,11 +69,7 @@ fn http(c: &mut Criterion) {
                     let started = Instant::now();
                     let cid = upload(&client, &server.base, &data).await;
                     total += started.elapsed();
-                    client
-                        .delete(format!("{}/data/{cid}", server.base))
-                        .send()
-                        .await
-                        .unwrap();
+                    client.delete(format!("{}/data/{cid}", server.base)).send().await.unwrap();
                 }
                 total
             })
@@ -90,11 +81,7 @@ fn http(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..n {
-                    let response = client
-                        .get(format!("{}/data/{cid}", server.base))
-                        .send()
-                        .await
-                        .unwrap();
+                    let response = client.get(format!("{}/data/{cid}", server.base)).send().await.unwrap();
                     let mut body = response.bytes_stream();
                     let mut received = 0;
                     while let Some(chunk) = body.next().await {

@@ -40,10 +40,8 @@ fn upload_time(
                 .map(|at| Ok(data.slice(at..(at + (1 << 20)).min(data.len()))))
                 .collect();
             let started = Instant::now();
-            let dataset = datasets
-                .upload(futures::stream::iter(pieces), UploadMeta::default())
-                .await
-                .unwrap();
+            let dataset =
+                datasets.upload(futures::stream::iter(pieces), UploadMeta::default()).await.unwrap();
             total += started.elapsed();
             datasets.delete(dataset.cid).await.unwrap();
         }
@@ -62,14 +60,11 @@ fn chunk_hash_store(c: &mut Criterion) {
         .throughput(Throughput::Bytes(DATA_BYTES as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
-    for (name, store, compute) in [
-        ("lmdb_256MiB", lmdb, Compute::Pool),
-        ("memory_256MiB", memory, Compute::Pool),
-    ] {
+    for (name, store, compute) in
+        [("lmdb_256MiB", lmdb, Compute::Pool), ("memory_256MiB", memory, Compute::Pool)]
+    {
         let datasets = Datasets::new(store, compute, BLOCK_BYTES, Arc::new(Metrics::new()));
-        group.bench_function(name, |b| {
-            b.iter_custom(|n| upload_time(&runtime, &datasets, &data, n))
-        });
+        group.bench_function(name, |b| b.iter_custom(|n| upload_time(&runtime, &datasets, &data, n)));
     }
     group.finish();
 }

@@ -12,11 +12,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_neverust");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A node process on a free port with its own data directory; killed on drop.
@@ -43,11 +39,7 @@ impl Node {
         let node = Node { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while reqwest::blocking::get(node.url("/health")).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "node did not come up:\n{}",
-                node.log_text()
-            );
+            assert!(Instant::now() < deadline, "node did not come up:\n{}", node.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
         node
@@ -66,34 +58,20 @@ impl Node {
     }
 
     fn upload(&self, data: &[u8]) -> String {
-        let response = reqwest::blocking::Client::new()
-            .post(self.v1("/data"))
-            .body(data.to_vec())
-            .send()
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "upload: {}",
-            response.text().unwrap()
-        );
+        let response =
+            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
+        assert!(response.status().is_success(), "upload: {}", response.text().unwrap());
         response.text().unwrap()
     }
 
     fn download(&self, cid: &str) -> Vec<u8> {
         let response = reqwest::blocking::get(self.v1(&format!("/data/{cid}"))).unwrap();
-        assert!(
-            response.status().is_success(),
-            "download: {}",
-            response.status()
-        );
+        assert!(response.status().is_success(), "download: {}", response.status());
         response.bytes().unwrap().to_vec()
     }
 
     fn json(&self, path: &str) -> Value {
-        reqwest::blocking::get(self.v1(path))
-            .unwrap()
-            .json()
-            .unwrap()
+        reqwest::blocking::get(self.v1(path)).unwrap().json().unwrap()
     }
 
     fn kill9(mut self) {
@@ -168,35 +146,19 @@ fn kill_9_mid_upload_loses_nothing_committed() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while node.json("/space")["quotaUsedBytes"].as_u64().unwrap() < used_before + (32 << 20) {
-        assert!(
-            Instant::now() < deadline,
-            "the partial upload never reached the disk"
-        );
+        assert!(Instant::now() < deadline, "the partial upload never reached the disk");
         std::thread::sleep(Duration::from_millis(20));
     }
     node.kill9();
     drop(socket);
 
     let node = Node::start(&data_dir, &[]);
-    assert!(
-        node.log_text()
-            .contains("rolled back uploads interrupted by a crash"),
-        "{}",
-        node.log_text()
-    );
+    assert!(node.log_text().contains("rolled back uploads interrupted by a crash"), "{}", node.log_text());
     let listed = node.json("/data");
     let listed = listed["content"].as_array().unwrap();
-    assert_eq!(
-        listed.len(),
-        1,
-        "only the complete dataset is listed: {listed:?}"
-    );
+    assert_eq!(listed.len(), 1, "only the complete dataset is listed: {listed:?}");
     assert_eq!(listed[0]["cid"], kept_cid.as_str());
-    assert_eq!(
-        node.json("/space"),
-        space_before,
-        "space accounting is back to what the kept dataset uses"
-    );
+    assert_eq!(node.json("/space"), space_before, "space accounting is back to what the kept dataset uses");
     assert_eq!(node.download(&kept_cid), kept);
     // The store still takes new data after the crash.
     let more = random(1 << 20, 9);
@@ -213,21 +175,10 @@ fn cli_upload_and_download_through_a_node() {
     std::fs::write(&input, &data).unwrap();
     let api = node.url("");
     let up = run(
-        &[
-            "upload",
-            input.to_str().unwrap(),
-            "--api-url",
-            &api,
-            "--mime-type",
-            "application/x-test",
-        ],
+        &["upload", input.to_str().unwrap(), "--api-url", &api, "--mime-type", "application/x-test"],
         &[],
     );
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     let cid = String::from_utf8(up.stdout).unwrap().trim().to_string();
     let item = &node.json("/data")["content"][0];
     assert_eq!(item["cid"], cid.as_str());
@@ -235,34 +186,13 @@ fn cli_upload_and_download_through_a_node() {
     assert_eq!(item["manifest"]["mimetype"], "application/x-test");
 
     let output = dir.path().join("out.bin");
-    let down = run(
-        &[
-            "download",
-            &cid,
-            "-o",
-            output.to_str().unwrap(),
-            "--api-url",
-            &api,
-        ],
-        &[],
-    );
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    let down = run(&["download", &cid, "-o", output.to_str().unwrap(), "--api-url", &api], &[]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(std::fs::read(&output).unwrap(), data);
     assert!(!dir.path().join("out.bin.part").exists());
 
-    let missing = run(
-        &[
-            "download",
-            "zDvZRwzm1NupFAhAYJoPbRHFzhteH6omdGWzY2Ppw881VkWtjYYM",
-            "--api-url",
-            &api,
-        ],
-        &[],
-    );
+    let missing =
+        run(&["download", "zDvZRwzm1NupFAhAYJoPbRHFzhteH6omdGWzY2Ppw881VkWtjYYM", "--api-url", &api], &[]);
     assert!(!missing.status.success());
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("404"),
@@ -275,31 +205,12 @@ fn cli_upload_and_download_through_a_node() {
 fn configuration_layers_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.toml");
-    std::fs::write(
-        &file,
-        "api-port = 1111\nblock-size = \"128KiB\"\nlog-level = \"warn\"\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "api-port = 1111\nblock-size = \"128KiB\"\nlog-level = \"warn\"\n").unwrap();
     let out = run(
-        &[
-            "start",
-            "--config",
-            file.to_str().unwrap(),
-            "--api-port",
-            "3333",
-            "--print-config",
-        ],
-        &[
-            ("NEVERUST_API_PORT", "2222"),
-            ("NEVERUST_LOG_LEVEL", "debug"),
-            ("NEVERUST_STORAGE_QUOTA", "5GiB"),
-        ],
+        &["start", "--config", file.to_str().unwrap(), "--api-port", "3333", "--print-config"],
+        &[("NEVERUST_API_PORT", "2222"), ("NEVERUST_LOG_LEVEL", "debug"), ("NEVERUST_STORAGE_QUOTA", "5GiB")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8(out.stdout).unwrap();
     for line in [
         "api-port = 3333",
@@ -308,28 +219,14 @@ fn configuration_layers_and_errors() {
         "storage-quota = \"5GiB\"",
         "api-bindaddr = \"127.0.0.1\"",
     ] {
-        assert!(
-            printed.lines().any(|l| l == line),
-            "{line:?} not in\n{printed}"
-        );
+        assert!(printed.lines().any(|l| l == line), "{line:?} not in\n{printed}");
     }
 
     std::fs::write(&file, "api-port = 1111\n\nstorage-qouta = \"1GiB\"\n").unwrap();
-    let out = run(
-        &[
-            "start",
-            "--config",
-            file.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let out = run(&["start", "--config", file.to_str().unwrap(), "--print-config"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains("line 3") && err.contains("storage-qouta"),
-        "{err}"
-    );
+    assert!(err.contains("line 3") && err.contains("storage-qouta"), "{err}");
 
     let out = run(&["start", "--block-size", "1000", "--print-config"], &[]);
     assert!(!out.status.success());
@@ -347,24 +244,12 @@ fn restart_keeps_identity_and_data() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("r");
     let node = Node::start(&data_dir, &["--block-size", "512KiB"]);
-    let peer = reqwest::blocking::get(node.v1("/peerid"))
-        .unwrap()
-        .text()
-        .unwrap();
+    let peer = reqwest::blocking::get(node.v1("/peerid")).unwrap().text().unwrap();
     let data = random(2 * 524_288 + 5, 11);
     let cid = node.upload(&data);
     drop(node);
     let node = Node::start(&data_dir, &[]); // another block size for new uploads; old data still reads
-    assert_eq!(
-        reqwest::blocking::get(node.v1("/peerid"))
-            .unwrap()
-            .text()
-            .unwrap(),
-        peer
-    );
+    assert_eq!(reqwest::blocking::get(node.v1("/peerid")).unwrap().text().unwrap(), peer);
     assert_eq!(node.download(&cid), data);
-    assert_eq!(
-        node.json("/data")["content"][0]["manifest"]["blockSize"],
-        524_288
-    );
+    assert_eq!(node.json("/data")["content"][0]["manifest"]["blockSize"], 524_288);
 }

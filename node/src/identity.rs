@@ -25,15 +25,10 @@ pub enum IdentityError {
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     let path = data_dir.join(KEY_FILE);
     let shown = path.display().to_string();
-    let io = |error| IdentityError::Io {
-        path: shown.clone(),
-        error,
-    };
+    let io = |error| IdentityError::Io { path: shown.clone(), error };
     match std::fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Invalid {
-            path: shown.clone(),
-            error: e.to_string(),
-        }),
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| IdentityError::Invalid { path: shown.clone(), error: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
             let encoded = keypair.to_protobuf_encoding().expect("ed25519 keys encode");
@@ -43,9 +38,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(&tmp).map_err(io)?;
-            file.write_all(&encoded)
-                .and_then(|()| file.sync_all())
-                .map_err(io)?;
+            file.write_all(&encoded).and_then(|()| file.sync_all()).map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
             Ok(keypair)
         }
@@ -68,14 +61,8 @@ mod tests {
         let first = load_or_create(dir.path()).unwrap();
         let again = load_or_create(dir.path()).unwrap();
         assert_eq!(peer_id(&first), peer_id(&again));
-        assert_eq!(
-            peer_id(&first).to_string(),
-            first.public().to_peer_id().to_string()
-        );
+        assert_eq!(peer_id(&first).to_string(), first.public().to_peer_id().to_string());
         std::fs::write(dir.path().join(KEY_FILE), b"garbage").unwrap();
-        assert!(matches!(
-            load_or_create(dir.path()),
-            Err(IdentityError::Invalid { .. })
-        ));
+        assert!(matches!(load_or_create(dir.path()), Err(IdentityError::Invalid { .. })));
     }
 }

@@ -48,10 +48,7 @@ pub struct NodeRng {
 
 impl NodeRng {
     pub fn from_seed(seed: u64) -> Self {
-        NodeRng {
-            seed,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        NodeRng { seed, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     /// The seed this generator started from.

@@ -3,9 +3,7 @@
 use std::ops::Range;
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Splits `a; b="c;d"; e` at semicolons outside quotes.
@@ -54,8 +52,7 @@ fn param(part: &str) -> Option<(String, String)> {
 
 /// Validates a MIME type (`type/subtype` with optional parameters); returns it trimmed.
 pub fn mime_type(value: &str) -> Result<String, String> {
-    let invalid =
-        || format!("invalid Content-Type {value:?}: expected type/subtype, e.g. image/png");
+    let invalid = || format!("invalid Content-Type {value:?}: expected type/subtype, e.g. image/png");
     let parts = split_params(value).ok_or_else(invalid)?;
     let (kind, subtype) = parts[0].split_once('/').ok_or_else(invalid)?;
     if !is_token(kind) || !is_token(subtype) || parts[1..].iter().any(|p| param(p).is_none()) {
@@ -91,13 +88,7 @@ pub fn disposition_for(filename: &str) -> String {
     let escaped: String = filename
         .chars()
         .filter(|c| !c.is_control())
-        .flat_map(|c| {
-            if c == '"' || c == '\\' {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
+        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
         .collect();
     format!("attachment; filename=\"{escaped}\"")
 }
@@ -150,12 +141,9 @@ mod tests {
 
     #[test]
     fn mime_types() {
-        for ok in [
-            "image/png",
-            "text/plain; charset=utf-8",
-            "application/x-www-form-urlencoded",
-            "a/b; x=\"y;z\"",
-        ] {
+        for ok in
+            ["image/png", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "a/b; x=\"y;z\""]
+        {
             assert_eq!(mime_type(ok).as_deref(), Ok(ok), "{ok}");
         }
         for bad in [
@@ -179,17 +167,10 @@ mod tests {
             ("attachment; filename=\"example.png\"", Some("example.png")),
             ("attachment; filename=plain.txt", Some("plain.txt")),
             ("inline", None),
-            (
-                "form-data; name=\"file\"; filename=\"a;b.txt\"",
-                Some("a;b.txt"),
-            ),
+            ("form-data; name=\"file\"; filename=\"a;b.txt\"", Some("a;b.txt")),
             ("attachment; filename=\"q\\\"uote\"", Some("q\"uote")),
         ] {
-            assert_eq!(
-                disposition_filename(value),
-                Ok(want.map(String::from)),
-                "{value}"
-            );
+            assert_eq!(disposition_filename(value), Ok(want.map(String::from)), "{value}");
         }
         for bad in [
             "attachment; filename=\"open",

@@ -49,13 +49,7 @@ impl ApiState {
         data_dir: PathBuf,
         listen_addrs: Vec<String>,
     ) -> ApiState {
-        ApiState {
-            datasets,
-            peer_id,
-            data_dir,
-            listen_addrs,
-            log_level: None,
-        }
+        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None }
     }
 }
 
@@ -63,10 +57,7 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/data", get(routes::list_data).post(routes::upload))
-        .route(
-            "/data/{cid}",
-            get(routes::download).delete(routes::delete_data),
-        )
+        .route("/data/{cid}", get(routes::download).delete(routes::delete_data))
         .route("/data/{cid}/exists", get(routes::exists))
         .route("/data/{cid}/status", get(routes::status))
         .route("/debug/chronicles/loglevel", post(routes::set_log_level))
@@ -89,21 +80,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let response = next.run(request).await;
     let metrics = state.datasets.metrics();
     let status = response.status().as_u16();
     metrics
         .http_requests
-        .get_or_create(&HttpLabels {
-            method: method.clone(),
-            route: route.clone(),
-            status,
-        })
+        .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status })
         .inc();
     metrics
         .http_request_duration_seconds
@@ -118,7 +101,5 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -23,10 +23,7 @@ fn cid_param(text: &str) -> Result<Cid, ApiError> {
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     headers
         .get(&name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::unprocessable(format!("{name} is not visible ASCII")))
-        })
+        .map(|v| v.to_str().map_err(|_| ApiError::unprocessable(format!("{name} is not visible ASCII"))))
         .transpose()
 }
 
@@ -60,15 +57,10 @@ pub async fn upload(State(s): Shared, headers: HeaderMap, body: Body) -> Result<
         Some(value) => headers::disposition_filename(value).map_err(ApiError::unprocessable)?,
         None => None,
     };
-    if let Some(length) =
-        header_text(&headers, header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(length) = header_text(&headers, header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok()) {
         refuse_if_too_large(&s, length).await?;
     }
-    let dataset = s
-        .datasets
-        .upload(body.into_data_stream(), UploadMeta { filename, mimetype })
-        .await?;
+    let dataset = s.datasets.upload(body.into_data_stream(), UploadMeta { filename, mimetype }).await?;
     tracing::info!(cid = %cid_to_string(&dataset.cid), size_bytes = dataset.manifest.dataset_size_bytes, "stored dataset");
     Ok(cid_to_string(&dataset.cid))
 }
@@ -78,9 +70,7 @@ async fn refuse_if_too_large(s: &ApiState, length_bytes: u64) -> Result<(), ApiE
     let block = s.datasets.block_size_bytes() as u64;
     let needed = blocks_count(length_bytes, block) * block;
     let space = s.datasets.store().space().await?;
-    let available = space
-        .quota_max_bytes
-        .saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
+    let available = space.quota_max_bytes.saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
     if needed > available {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,9 +85,7 @@ async fn refuse_if_too_large(s: &ApiState, length_bytes: u64) -> Result<(), ApiE
 
 pub async fn list_data(State(s): Shared) -> Result<Json<Value>, ApiError> {
     let datasets = s.datasets.list().await?;
-    Ok(Json(
-        json!({ "content": datasets.iter().map(data_item).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({ "content": datasets.iter().map(data_item).collect::<Vec<_>>() })))
 }
 
 pub async fn download(
@@ -106,39 +94,22 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cid = cid_param(&cid)?;
-    let not_here = || {
-        ApiError::not_found(format!(
-            "{} is not stored on this node",
-            cid_to_string(&cid)
-        ))
-    };
+    let not_here = || ApiError::not_found(format!("{} is not stored on this node", cid_to_string(&cid)));
     match Codec::of(&cid) {
         Some(Codec::Manifest) => {
             let dataset = s.datasets.get(cid).await?.ok_or_else(not_here)?;
             serve_dataset(&s, &dataset.manifest, &headers)
         }
         Some(Codec::Block) => {
-            let data = s
-                .datasets
-                .store()
-                .get_block(cid)
-                .await?
-                .ok_or_else(not_here)?;
-            s.datasets
-                .metrics()
-                .download_bytes
-                .inc_by(data.len() as u64);
+            let data = s.datasets.store().get_block(cid).await?.ok_or_else(not_here)?;
+            s.datasets.metrics().download_bytes.inc_by(data.len() as u64);
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
         }
         _ => Err(not_here()),
     }
 }
 
-fn serve_dataset(
-    s: &ApiState,
-    manifest: &Manifest,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Result<Response, ApiError> {
     let size = manifest.dataset_size_bytes;
     let request = match header_text(headers, header::RANGE)? {
         Some(value) => headers::range(value, size),
@@ -164,18 +135,10 @@ fn serve_dataset(
         .status(status)
         .header(header::CONTENT_LENGTH, range.end - range.start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(
-            header::CONTENT_TYPE,
-            manifest
-                .mimetype
-                .as_deref()
-                .unwrap_or("application/octet-stream"),
-        );
+        .header(header::CONTENT_TYPE, manifest.mimetype.as_deref().unwrap_or("application/octet-stream"));
     if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(
-            header::CONTENT_RANGE,
-            format!("bytes {}-{}/{size}", range.start, range.end - 1),
-        );
+        response =
+            response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", range.start, range.end - 1));
     }
     if let Some(name) = &manifest.filename
         && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
@@ -186,10 +149,7 @@ fn serve_dataset(
     Ok(response.body(body).expect("valid response parts"))
 }
 
-pub async fn delete_data(
-    State(s): Shared,
-    Path(cid): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<StatusCode, ApiError> {
     let cid = cid_param(&cid)?;
     if Codec::of(&cid) == Some(Codec::Block) && s.datasets.exists(cid).await? {
         return Err(ApiError::new(
@@ -201,43 +161,26 @@ pub async fn delete_data(
         tracing::info!(cid = %cid_to_string(&cid), "deleted dataset");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!(
-            "{} is not stored on this node",
-            cid_to_string(&cid)
-        )))
+        Err(ApiError::not_found(format!("{} is not stored on this node", cid_to_string(&cid))))
     }
 }
 
 pub async fn exists(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
     let cid = cid_param(&cid)?;
-    Ok(Json(
-        json!({ "cid": cid_to_string(&cid), "exists": s.datasets.exists(cid).await? }),
-    ))
+    Ok(Json(json!({ "cid": cid_to_string(&cid), "exists": s.datasets.exists(cid).await? })))
 }
 
 pub async fn status(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
     let cid = cid_param(&cid)?;
-    let dataset = s.datasets.get(cid).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "{} is not stored on this node",
-            cid_to_string(&cid)
-        ))
-    })?;
+    let dataset =
+        s.datasets.get(cid).await?.ok_or_else(|| {
+            ApiError::not_found(format!("{} is not stored on this node", cid_to_string(&cid)))
+        })?;
     let manifest = &dataset.manifest;
-    let has_blocks = s
-        .datasets
-        .store()
-        .tree_presence(manifest.tree_cid, manifest.blocks_count())
-        .await?;
-    let status = if has_blocks.iter().all(|&held| held) {
-        "Completed"
-    } else {
-        "Failure"
-    };
+    let has_blocks = s.datasets.store().tree_presence(manifest.tree_cid, manifest.blocks_count()).await?;
+    let status = if has_blocks.iter().all(|&held| held) { "Completed" } else { "Failure" };
     // `expiry` is the end of a storage contract; locally stored data has none (0).
-    Ok(Json(
-        json!({ "cid": cid_to_string(&cid), "status": status, "expiry": 0, "hasBlocks": has_blocks }),
-    ))
+    Ok(Json(json!({ "cid": cid_to_string(&cid), "status": status, "expiry": 0, "hasBlocks": has_blocks })))
 }
 
 #[derive(serde::Deserialize)]
@@ -251,10 +194,7 @@ pub async fn set_log_level(
     axum::extract::Query(query): axum::extract::Query<LogLevelQuery>,
 ) -> Result<StatusCode, ApiError> {
     let setter = s.log_level.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node does not own its log output",
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this node does not own its log output")
     })?;
     let filter = match query.level.to_ascii_uppercase().as_str() {
         "NOTICE" => "info".to_string(),
@@ -285,7 +225,8 @@ pub async fn peer_id(State(s): Shared, headers: HeaderMap) -> Response {
 }
 
 pub async fn debug_info(State(s): Shared) -> Json<Value> {
-    let local = json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": "", "address": "", "seen": false });
+    let local =
+        json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": "", "address": "", "seen": false });
     Json(json!({
         "id": s.peer_id,
         // Nothing listens for peers yet: the libp2p transport is not part of this build.
@@ -308,10 +249,7 @@ pub async fn metrics(State(s): Shared) -> Result<Response, ApiError> {
     let metrics = s.datasets.metrics();
     metrics.observe_space(&s.datasets.store().space().await?);
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         metrics.encode(),
     )
         .into_response())

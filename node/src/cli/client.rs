@@ -16,11 +16,9 @@ fn progress(total: Option<u64>, verb: &str) -> ProgressBar {
     }
     let bar = match total {
         Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}").expect("valid template"),
@@ -58,25 +56,17 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
         .inspect_ok(move |chunk| counter.inc(chunk.len() as u64));
     let mut request = reqwest::Client::new()
-        .post(format!(
-            "{}/api/archivist/v1/data",
-            args.api_url.trim_end_matches('/')
-        ))
+        .post(format!("{}/api/archivist/v1/data", args.api_url.trim_end_matches('/')))
         .header(reqwest::header::CONTENT_LENGTH, length)
         .body(reqwest::Body::wrap_stream(stream));
     if let Some(name) = header_filename(&args.file) {
-        request = request.header(
-            reqwest::header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}\""),
-        );
+        request =
+            request.header(reqwest::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\""));
     }
     if let Some(mime) = &args.mime_type {
         request = request.header(reqwest::header::CONTENT_TYPE, mime);
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("sending to {}", args.api_url))?;
+    let response = request.send().await.with_context(|| format!("sending to {}", args.api_url))?;
     bar.finish_and_clear();
     if !response.status().is_success() {
         bail!("upload refused: {}", error_text(response).await);
@@ -86,14 +76,8 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
-    let url = format!(
-        "{}/api/archivist/v1/data/{}",
-        args.api_url.trim_end_matches('/'),
-        args.cid
-    );
-    let response = reqwest::get(&url)
-        .await
-        .with_context(|| format!("requesting {url}"))?;
+    let url = format!("{}/api/archivist/v1/data/{}", args.api_url.trim_end_matches('/'), args.cid);
+    let response = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
     if !response.status().is_success() {
         bail!("download refused: {}", error_text(response).await);
     }

@@ -22,18 +22,12 @@ pub const STORE_DIR: &str = "store";
 
 fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
     let env = PartialConfig::from_env(std::env::vars())?;
-    let file_path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("NEVERUST_CONFIG").map(Into::into));
+    let file_path = args.config.clone().or_else(|| std::env::var_os("NEVERUST_CONFIG").map(Into::into));
     let file = match &file_path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
-            Some(PartialConfig::from_toml(
-                &path.display().to_string(),
-                &text,
-            )?)
+            Some(PartialConfig::from_toml(&path.display().to_string(), &text)?)
         }
         None => None,
     };
@@ -52,10 +46,7 @@ fn init_logging(config: &Config) -> anyhow::Result<LogLevelSetter> {
         LogFormat::Plain => output.with_ansi(false).boxed(),
         LogFormat::Auto => output.with_ansi(std::io::stderr().is_terminal()).boxed(),
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(output)
-        .init();
+    tracing_subscriber::registry().with(filter).with(output).init();
     Ok(Arc::new(move |directives: &str| {
         let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
@@ -71,14 +62,10 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let log_level = init_logging(&config)?;
     let unknown = PartialConfig::unknown_env_vars(std::env::vars());
     if !unknown.is_empty() {
-        tracing::warn!(
-            ?unknown,
-            "ignoring environment variables that name no setting"
-        );
+        tracing::warn!(?unknown, "ignoring environment variables that name no setting");
     }
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let keypair = crate::identity::load_or_create(data_dir)?;
     let peer_id = crate::identity::peer_id(&keypair).to_string();
 
@@ -108,31 +95,16 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
-    let datasets = Datasets::new(
-        Arc::new(store),
-        Compute::Pool,
-        config.block_size_bytes(),
-        metrics,
-    );
-    let mut state = ApiState::new(
-        datasets,
-        peer_id,
-        data_dir.clone(),
-        config.listen_addrs.clone(),
-    );
+    let datasets = Datasets::new(Arc::new(store), Compute::Pool, config.block_size_bytes(), metrics);
+    let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());
     state.log_level = Some(log_level);
     let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the API to {address}"))?;
-    tracing::info!(
-        "API listening on http://{}/api/archivist/v1",
-        listener.local_addr()?
-    );
-    api::serve(listener, state, shutdown_signal())
-        .await
-        .context("serving the API")?;
+    tracing::info!("API listening on http://{}/api/archivist/v1", listener.local_addr()?);
+    api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -141,9 +113,8 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},

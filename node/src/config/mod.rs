@@ -38,9 +38,7 @@ impl std::str::FromStr for LogFormat {
             "pretty" => Ok(LogFormat::Pretty),
             "plain" => Ok(LogFormat::Plain),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format {other:?} (auto, pretty, plain, json)"
-            )),
+            other => Err(format!("unknown log format {other:?} (auto, pretty, plain, json)")),
         }
     }
 }
@@ -73,13 +71,10 @@ impl std::str::FromStr for ByteSize {
     /// (`KB`, `MB`, `GB`, `TB`) or plain bytes (`B` or no unit).
     fn from_str(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
-        let split = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
+        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
         let (number, unit) = trimmed.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size (e.g. 20GiB, 65536)"))?;
+        let number: u64 =
+            number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 20GiB, 65536)"))?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kib" => 1 << 10,
@@ -92,21 +87,13 @@ impl std::str::FromStr for ByteSize {
             "tb" => 1_000_000_000_000,
             other => return Err(format!("unknown size unit {other:?} in {text:?}")),
         };
-        number
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large"))
+        number.checked_mul(multiplier).map(ByteSize).ok_or_else(|| format!("{text:?} is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, size) in [
-            ("TiB", 1u64 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ] {
+        for (unit, size) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
             if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
@@ -167,9 +154,7 @@ pub enum ConfigError {
 
 /// The platform's data directory for the node (e.g. `~/.local/share/neverust`).
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("neverust")
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("neverust")
 }
 
 impl Default for Config {
@@ -191,41 +176,24 @@ impl Default for Config {
 impl PartialConfig {
     /// Parses a TOML configuration file's text.
     pub fn from_toml(path: &str, text: &str) -> Result<PartialConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::File {
-            path: path.into(),
-            message: e.to_string().trim_end().into(),
-        })
+        toml::from_str(text)
+            .map_err(|e| ConfigError::File { path: path.into(), message: e.to_string().trim_end().into() })
     }
 
     /// Reads the `NEVERUST_*` variables among `vars`. Lists are comma-separated.
-    pub fn from_env<I: IntoIterator<Item = (String, String)>>(
-        vars: I,
-    ) -> Result<PartialConfig, ConfigError> {
+    pub fn from_env<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<PartialConfig, ConfigError> {
         let mut layer = PartialConfig::default();
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("NEVERUST_") else {
                 continue;
             };
-            let bad = |message: String| ConfigError::Env {
-                var: var.clone(),
-                message,
-            };
-            let list = || {
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            };
+            let bad = |message: String| ConfigError::Env { var: var.clone(), message };
+            let list =
+                || value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
             match key {
                 "DATA_DIR" => layer.data_dir = Some(value.clone().into()),
-                "API_BINDADDR" => {
-                    layer.api_bindaddr = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
-                }
-                "API_PORT" => {
-                    layer.api_port = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
-                }
+                "API_BINDADDR" => layer.api_bindaddr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
+                "API_PORT" => layer.api_port = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 "LISTEN_ADDRS" => layer.listen_addrs = Some(list()),
                 "BOOTSTRAP_NODE" => layer.bootstrap_node = Some(list()),
                 "STORAGE_QUOTA" => layer.storage_quota = Some(value.parse().map_err(bad)?),
@@ -256,9 +224,7 @@ impl PartialConfig {
         ];
         vars.into_iter()
             .filter_map(|(var, _)| {
-                var.strip_prefix("NEVERUST_")
-                    .filter(|k| !KNOWN.contains(k))
-                    .map(|_| var.clone())
+                var.strip_prefix("NEVERUST_").filter(|k| !KNOWN.contains(k)).map(|_| var.clone())
             })
             .collect()
     }
@@ -327,16 +293,10 @@ impl Config {
         if self.storage_quota.0 < block {
             return Err(ConfigError::Invalid {
                 key: "storage-quota",
-                message: format!(
-                    "{} is smaller than one block ({})",
-                    self.storage_quota, self.block_size
-                ),
+                message: format!("{} is smaller than one block ({})", self.storage_quota, self.block_size),
             });
         }
-        for (key, addrs) in [
-            ("listen-addrs", &self.listen_addrs),
-            ("bootstrap-node", &self.bootstrap_node),
-        ] {
+        for (key, addrs) in [("listen-addrs", &self.listen_addrs), ("bootstrap-node", &self.bootstrap_node)] {
             if let Some(bad) = addrs.iter().find(|a| !a.starts_with('/')) {
                 return Err(ConfigError::Invalid {
                     key,
@@ -388,17 +348,14 @@ mod tests {
 
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
-        let file = PartialConfig::from_toml("f.toml", "api-port = 1000\nblock-size = \"128KiB\"\nstorage-quota = 1073741824\nlog-level = \"warn\"").unwrap();
-        let environment = env(&[
-            ("NEVERUST_API_PORT", "2000"),
-            ("NEVERUST_LOG_LEVEL", "debug"),
-            ("PATH", "/bin"),
-        ])
+        let file = PartialConfig::from_toml(
+            "f.toml",
+            "api-port = 1000\nblock-size = \"128KiB\"\nstorage-quota = 1073741824\nlog-level = \"warn\"",
+        )
         .unwrap();
-        let flags = PartialConfig {
-            api_port: Some(3000),
-            ..Default::default()
-        };
+        let environment =
+            env(&[("NEVERUST_API_PORT", "2000"), ("NEVERUST_LOG_LEVEL", "debug"), ("PATH", "/bin")]).unwrap();
+        let flags = PartialConfig { api_port: Some(3000), ..Default::default() };
         let config = Config::resolve(Some(file), environment, flags).unwrap();
         assert_eq!(config.api_port, 3000); // flag
         assert_eq!(config.log_level, "debug"); // env over file
@@ -412,16 +369,14 @@ mod tests {
 
     #[test]
     fn file_errors_name_the_key_and_line() {
-        let err = PartialConfig::from_toml("node.toml", "api-port = 1\nstorage-qouta = \"1GiB\"\n")
-            .unwrap_err();
+        let err =
+            PartialConfig::from_toml("node.toml", "api-port = 1\nstorage-qouta = \"1GiB\"\n").unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("node.toml") && text.contains("line 2") && text.contains("storage-qouta"),
             "{text}"
         );
-        let err = PartialConfig::from_toml("node.toml", "api-port = \"eighty\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = PartialConfig::from_toml("node.toml", "api-port = \"eighty\"\n").unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("api-port"), "{err}");
     }
 
@@ -430,39 +385,20 @@ mod tests {
         assert!(
             matches!(env(&[("NEVERUST_API_PORT", "x")]), Err(ConfigError::Env { var, .. }) if var == "NEVERUST_API_PORT")
         );
-        assert_eq!(
-            env(&[("NEVERUST_BLOCK_SIZ", "1")]),
-            Ok(PartialConfig::default())
-        );
-        let vars = [
-            ("NEVERUST_BLOCK_SIZ".to_string(), "1".to_string()),
-            ("NEVERUST_API_PORT".into(), "1".into()),
-        ];
-        assert_eq!(
-            PartialConfig::unknown_env_vars(vars),
-            vec!["NEVERUST_BLOCK_SIZ".to_string()]
-        );
-        let small_block = PartialConfig {
-            block_size: Some(ByteSize(1000)),
-            ..Default::default()
-        };
+        assert_eq!(env(&[("NEVERUST_BLOCK_SIZ", "1")]), Ok(PartialConfig::default()));
+        let vars =
+            [("NEVERUST_BLOCK_SIZ".to_string(), "1".to_string()), ("NEVERUST_API_PORT".into(), "1".into())];
+        assert_eq!(PartialConfig::unknown_env_vars(vars), vec!["NEVERUST_BLOCK_SIZ".to_string()]);
+        let small_block = PartialConfig { block_size: Some(ByteSize(1000)), ..Default::default() };
         assert!(matches!(
             Config::resolve(None, small_block, PartialConfig::default()),
-            Err(ConfigError::Invalid {
-                key: "block-size",
-                ..
-            })
+            Err(ConfigError::Invalid { key: "block-size", .. })
         ));
-        let bad_addr = PartialConfig {
-            listen_addrs: Some(vec!["127.0.0.1:8070".into()]),
-            ..Default::default()
-        };
+        let bad_addr =
+            PartialConfig { listen_addrs: Some(vec!["127.0.0.1:8070".into()]), ..Default::default() };
         assert!(matches!(
             Config::resolve(None, bad_addr, PartialConfig::default()),
-            Err(ConfigError::Invalid {
-                key: "listen-addrs",
-                ..
-            })
+            Err(ConfigError::Invalid { key: "listen-addrs", .. })
         ));
     }
 }

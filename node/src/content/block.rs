@@ -17,11 +17,7 @@ impl Block {
     /// Hashes `data` and names it with a block CID.
     pub fn new(data: Bytes) -> Block {
         let digest: [u8; 32] = Sha256::digest(&data).into();
-        Block {
-            cid: sha256_cid(Codec::Block, &digest),
-            digest,
-            data,
-        }
+        Block { cid: sha256_cid(Codec::Block, &digest), digest, data }
     }
 
     /// Accepts `data` under `cid` only if the data hashes to it (the check for bytes read back

@@ -20,12 +20,7 @@ pub struct Chunker {
 impl Chunker {
     pub fn new(block_size_bytes: usize) -> Chunker {
         assert!(block_size_bytes > 0, "block size must be positive");
-        Chunker {
-            block_size_bytes,
-            partial: BytesMut::new(),
-            total_bytes: 0,
-            blocks_emitted: 0,
-        }
+        Chunker { block_size_bytes, partial: BytesMut::new(), total_bytes: 0, blocks_emitted: 0 }
     }
 
     /// Bytes received so far.

@@ -80,8 +80,7 @@ pub fn parse_cid(text: &str) -> Result<Cid, CidError> {
 
 /// The text form used by the API: base58btc for CIDv1, as Archivist prints them.
 pub fn cid_to_string(cid: &Cid) -> String {
-    cid.to_string_of_base(Base::Base58Btc)
-        .unwrap_or_else(|_| cid.to_string())
+    cid.to_string_of_base(Base::Base58Btc).unwrap_or_else(|_| cid.to_string())
 }
 
 #[cfg(test)]
@@ -96,12 +95,7 @@ mod tests {
         let manifest = manifest_cid(b"manifest bytes");
         insta::assert_snapshot!(
             "cid_text_forms",
-            format!(
-                "{}\n{}\n{}",
-                cid_to_string(&block),
-                cid_to_string(&tree),
-                cid_to_string(&manifest)
-            )
+            format!("{}\n{}\n{}", cid_to_string(&block), cid_to_string(&tree), cid_to_string(&manifest))
         );
         assert_eq!(Codec::of(&block), Some(Codec::Block));
         assert_eq!(Codec::of(&tree), Some(Codec::DatasetRoot));

@@ -181,19 +181,14 @@ impl ErasureInfo {
                 (1, value) => info.ec_k = u32_field(value, "ecK")?,
                 (2, value) => info.ec_m = u32_field(value, "ecM")?,
                 (3, value) => original_tree_cid = Some(cid_field(value, "originalTreeCid")?),
-                (4, value) => {
-                    info.original_dataset_size_bytes = uint_field(value, "originalDatasetSize")?
-                }
+                (4, value) => info.original_dataset_size_bytes = uint_field(value, "originalDatasetSize")?,
                 (5, value) => info.protected_strategy = u32_field(value, "protectedStrategy")?,
-                (6, Value::Bytes(bytes)) => {
-                    info.verification = Some(VerificationInfo::decode(bytes)?)
-                }
+                (6, Value::Bytes(bytes)) => info.verification = Some(VerificationInfo::decode(bytes)?),
                 (6, _) => return Err(ManifestError::Invalid("verificationInfo")),
                 _ => {}
             }
         }
-        info.original_tree_cid =
-            original_tree_cid.ok_or(ManifestError::Missing("originalTreeCid"))?;
+        info.original_tree_cid = original_tree_cid.ok_or(ManifestError::Missing("originalTreeCid"))?;
         Ok(info)
     }
 }
@@ -205,8 +200,7 @@ impl VerificationInfo {
         for root in &self.slot_roots {
             w.bytes(2, &root.to_bytes());
         }
-        w.uint(3, u64::from(self.cell_size_bytes))
-            .uint(4, u64::from(self.verifiable_strategy));
+        w.uint(3, u64::from(self.cell_size_bytes)).uint(4, u64::from(self.verifiable_strategy));
         w.finish()
     }
 
@@ -252,9 +246,7 @@ fn cid_field(value: Value<'_>, name: &'static str) -> Result<Cid, ManifestError>
 
 fn string_field(value: Value<'_>, name: &'static str) -> Result<String, ManifestError> {
     match value {
-        Value::Bytes(bytes) => {
-            String::from_utf8(bytes.to_vec()).map_err(|_| ManifestError::Invalid(name))
-        }
+        Value::Bytes(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| ManifestError::Invalid(name)),
         _ => Err(ManifestError::Invalid(name)),
     }
 }
@@ -286,9 +278,7 @@ mod tests {
             protected_strategy: 1,
             verification: Some(VerificationInfo {
                 verify_root: sha256_cid(Codec::SlotRoot, &[3; 32]),
-                slot_roots: (0..5)
-                    .map(|i| sha256_cid(Codec::SlotRoot, &[10 + i; 32]))
-                    .collect(),
+                slot_roots: (0..5).map(|i| sha256_cid(Codec::SlotRoot, &[10 + i; 32])).collect(),
                 cell_size_bytes: 2048,
                 verifiable_strategy: 0,
             }),
@@ -298,18 +288,11 @@ mod tests {
 
     #[test]
     fn encoded_manifests_do_not_drift() {
-        for (name, m) in [
-            ("manifest_plain", sample()),
-            ("manifest_protected", protected_sample()),
-        ] {
+        for (name, m) in [("manifest_plain", sample()), ("manifest_protected", protected_sample())] {
             let encoded = m.encode();
             insta::assert_snapshot!(
                 name,
-                format!(
-                    "cid {}\n{}",
-                    cid_to_string(&manifest_cid(&encoded)),
-                    hex(&encoded)
-                )
+                format!("cid {}\n{}", cid_to_string(&manifest_cid(&encoded)), hex(&encoded))
             );
             assert_eq!(Manifest::decode(&encoded).unwrap(), m);
         }
@@ -321,15 +304,9 @@ mod tests {
         header.uint(2, 65_536).uint(3, 10);
         let mut node = Writer::new();
         node.bytes(1, &header.finish());
-        assert_eq!(
-            Manifest::decode(&node.finish()),
-            Err(ManifestError::Missing("treeCid"))
-        );
+        assert_eq!(Manifest::decode(&node.finish()), Err(ManifestError::Missing("treeCid")));
         assert_eq!(Manifest::decode(&[]), Err(ManifestError::Missing("Data")));
-        assert!(matches!(
-            Manifest::decode(&[0x0a, 0x09, 1]),
-            Err(ManifestError::Protobuf(_))
-        ));
+        assert!(matches!(Manifest::decode(&[0x0a, 0x09, 1]), Err(ManifestError::Protobuf(_))));
     }
 
     proptest! {

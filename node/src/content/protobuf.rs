@@ -45,10 +45,7 @@ impl Writer {
     }
 
     fn key(&mut self, field: u32, wire_type: u8) {
-        put_varint(
-            &mut self.buf,
-            (u64::from(field) << 3) | u64::from(wire_type),
-        );
+        put_varint(&mut self.buf, (u64::from(field) << 3) | u64::from(wire_type));
     }
 }
 
@@ -73,11 +70,7 @@ pub fn get_varint(input: &[u8]) -> Result<(u64, usize), DecodeError> {
             return Ok((value, i + 1));
         }
     }
-    if input.len() >= 10 {
-        Err(DecodeError::VarintOverflow)
-    } else {
-        Err(DecodeError::Truncated)
-    }
+    if input.len() >= 10 { Err(DecodeError::VarintOverflow) } else { Err(DecodeError::Truncated) }
 }
 
 /// One decoded field value.
@@ -97,10 +90,7 @@ pub struct Fields<'a> {
 
 /// Reads the fields of `input` in order.
 pub fn fields(input: &[u8]) -> Fields<'_> {
-    Fields {
-        input,
-        failed: false,
-    }
+    Fields { input, failed: false }
 }
 
 impl<'a> Fields<'a> {
@@ -167,14 +157,7 @@ mod tests {
     #[test]
     fn varint_boundaries() {
         // (value, encoded length)
-        for (value, len) in [
-            (0u64, 1),
-            (127, 1),
-            (128, 2),
-            (16_383, 2),
-            (16_384, 3),
-            (u64::MAX, 10),
-        ] {
+        for (value, len) in [(0u64, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
             let mut buf = Vec::new();
             put_varint(&mut buf, value);
             assert_eq!(buf.len(), len);

@@ -67,13 +67,7 @@ impl Datasets {
         metrics: Arc<Metrics>,
     ) -> Datasets {
         assert!(block_size_bytes > 0 && block_size_bytes <= crate::content::BLOCK_SIZE_MAX_BYTES);
-        Datasets {
-            store,
-            compute,
-            block_size_bytes,
-            upload_batch_bytes: UPLOAD_BATCH_BYTES,
-            metrics,
-        }
+        Datasets { store, compute, block_size_bytes, upload_batch_bytes: UPLOAD_BATCH_BYTES, metrics }
     }
 
     /// Sets the bytes per upload transaction (smaller batches: less memory, more commits).
@@ -108,10 +102,7 @@ impl Datasets {
     /// Every dataset stored here, in CID byte order.
     pub async fn list(&self) -> Result<Vec<Dataset>, ReadError> {
         let manifests = self.store.list_manifests().await?;
-        manifests
-            .iter()
-            .map(|(cid, encoded)| decode_dataset(*cid, encoded))
-            .collect()
+        manifests.iter().map(|(cid, encoded)| decode_dataset(*cid, encoded)).collect()
     }
 
     /// Deletes a dataset; `false` if it is not stored here.
@@ -169,22 +160,14 @@ impl Datasets {
                 index += count;
             }
         });
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
 }
 
 fn decode_dataset(cid: Cid, encoded: &[u8]) -> Result<Dataset, ReadError> {
-    debug_assert_eq!(
-        manifest_cid(encoded),
-        cid,
-        "manifest stored under another CID"
-    );
-    let manifest = Manifest::decode(encoded).map_err(|error| ReadError::BadManifest {
-        cid: crate::content::cid_to_string(&cid),
-        error,
-    })?;
+    debug_assert_eq!(manifest_cid(encoded), cid, "manifest stored under another CID");
+    let manifest = Manifest::decode(encoded)
+        .map_err(|error| ReadError::BadManifest { cid: crate::content::cid_to_string(&cid), error })?;
     Ok(Dataset { cid, manifest })
 }
 

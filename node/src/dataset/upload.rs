@@ -27,10 +27,7 @@ pub struct UploadMeta {
 pub enum UploadError {
     /// The body broke off (client disconnect, truncated body).
     #[error("upload stream failed after {received_bytes} bytes: {message}")]
-    Stream {
-        received_bytes: u64,
-        message: String,
-    },
+    Stream { received_bytes: u64, message: String },
     /// The store refused (quota) or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -80,17 +77,14 @@ impl Pipeline {
         if batch.is_empty() {
             return Ok(());
         }
-        let blocks: Vec<Block> = datasets
-            .compute
-            .run(move || batch.into_iter().map(Block::new).collect())
-            .await;
+        let blocks: Vec<Block> =
+            datasets.compute.run(move || batch.into_iter().map(Block::new).collect()).await;
         self.wait().await?;
         let first = self.leaves.len() as u64;
         self.leaves.extend(blocks.iter().map(|b| *b.digest()));
         let (store, upload) = (self.store.clone(), self.upload);
-        self.in_flight = Some(tokio::spawn(async move {
-            store.put_upload_blocks(upload, first, blocks).await
-        }));
+        self.in_flight =
+            Some(tokio::spawn(async move { store.put_upload_blocks(upload, first, blocks).await }));
         Ok(())
     }
 
@@ -111,17 +105,9 @@ impl Datasets {
         E: Display,
     {
         let upload = self.store.begin_upload().await?;
-        let guard = PendingUpload {
-            store: self.store.clone(),
-            id: upload,
-            armed: true,
-        };
-        let mut pipeline = Pipeline {
-            store: self.store.clone(),
-            upload,
-            leaves: Vec::new(),
-            in_flight: None,
-        };
+        let guard = PendingUpload { store: self.store.clone(), id: upload, armed: true };
+        let mut pipeline =
+            Pipeline { store: self.store.clone(), upload, leaves: Vec::new(), in_flight: None };
         match self.run_upload(&mut pipeline, body, meta).await {
             Ok(dataset) => {
                 let mut guard = guard;
@@ -192,16 +178,11 @@ impl Datasets {
                 .compute
                 .run(move || {
                     (first..end)
-                        .map(|i| LeafEntry {
-                            block_cid: block_cid(&t.leaf(i)),
-                            proof: t.proof(i),
-                        })
+                        .map(|i| LeafEntry { block_cid: block_cid(&t.leaf(i)), proof: t.proof(i) })
                         .collect::<Vec<_>>()
                 })
                 .await;
-            self.store
-                .put_tree_leaves(pipeline.upload, tree_id, first, entries)
-                .await?;
+            self.store.put_tree_leaves(pipeline.upload, tree_id, first, entries).await?;
             first = end;
         }
         let mut manifest = Manifest::new(tree_id, self.block_size_bytes as u32, size_bytes);
@@ -209,9 +190,7 @@ impl Datasets {
         manifest.mimetype = meta.mimetype;
         let encoded = manifest.encode();
         let cid = manifest_cid(&encoded);
-        self.store
-            .commit_upload(pipeline.upload, cid, Bytes::from(encoded))
-            .await?;
+        self.store.commit_upload(pipeline.upload, cid, Bytes::from(encoded)).await?;
         Ok(Dataset { cid, manifest })
     }
 }

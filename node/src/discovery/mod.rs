@@ -33,11 +33,7 @@ pub trait Discovery: Send + Sync + 'static {
     /// Stops announcing `cid`.
     async fn withdraw(&self, cid: Cid);
     /// Up to `limit` providers of `cid`.
-    async fn find_providers(
-        &self,
-        cid: Cid,
-        limit: usize,
-    ) -> Result<Vec<PeerRecord>, DiscoveryError>;
+    async fn find_providers(&self, cid: Cid, limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError>;
     /// The addresses of `peer`, if it can be found.
     async fn find_peer(&self, peer: &PeerId) -> Result<Option<PeerRecord>, DiscoveryError>;
 }

@@ -93,11 +93,7 @@ impl MerkleTree {
             path.push(layer.get(i ^ 1).copied().unwrap_or(ZERO));
             i >>= 1;
         }
-        MerkleProof {
-            index,
-            leaves_count: self.leaves_count(),
-            path,
-        }
+        MerkleProof { index, leaves_count: self.leaves_count(), path }
     }
 }
 
@@ -163,21 +159,11 @@ impl MerkleProof {
         }
         let index = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
         let leaves_count = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-        let path: Vec<Digest> = bytes[16..]
-            .chunks(32)
-            .map(|c| c.try_into().expect("32 bytes"))
-            .collect();
+        let path: Vec<Digest> = bytes[16..].chunks(32).map(|c| c.try_into().expect("32 bytes")).collect();
         if path.len() != expected_path_len(leaves_count) {
-            return Err(ProofError::PathLength {
-                path: path.len(),
-                leaves: leaves_count,
-            });
+            return Err(ProofError::PathLength { path: path.len(), leaves: leaves_count });
         }
-        Ok(MerkleProof {
-            index,
-            leaves_count,
-            path,
-        })
+        Ok(MerkleProof { index, leaves_count, path })
     }
 }
 
@@ -217,16 +203,7 @@ mod tests {
     #[test]
     fn path_lengths() {
         // (leaves, path length)
-        for (n, len) in [
-            (1, 1),
-            (2, 1),
-            (3, 2),
-            (4, 2),
-            (5, 3),
-            (8, 3),
-            (9, 4),
-            (16_384, 14),
-        ] {
+        for (n, len) in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4), (16_384, 14)] {
             assert_eq!(expected_path_len(n), len, "{n} leaves");
             let tree = MerkleTree::build((0..n).map(leaf).collect()).unwrap();
             assert_eq!(tree.proof(n - 1).path.len(), len, "{n} leaves, built");

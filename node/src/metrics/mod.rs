@@ -53,51 +53,26 @@ impl Metrics {
         let quota_max_bytes = Gauge::default();
         let peer_count = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_request_duration_seconds =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 4.0, 10))
-            });
+        let http_request_duration_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+        });
         let upload_bytes = Counter::default();
         let download_bytes = Counter::default();
         let uploads_completed = Counter::default();
         let uploads_failed = Counter::default();
-        registry.register(
-            "blocks_stored",
-            "Distinct blocks held in the store",
-            blocks_stored.clone(),
-        );
-        registry.register(
-            "bytes_stored",
-            "Bytes of distinct blocks held in the store",
-            bytes_stored.clone(),
-        );
+        registry.register("blocks_stored", "Distinct blocks held in the store", blocks_stored.clone());
+        registry.register("bytes_stored", "Bytes of distinct blocks held in the store", bytes_stored.clone());
         registry.register("quota_max_bytes", "Storage quota", quota_max_bytes.clone());
         registry.register("peer_count", "Connected peers", peer_count.clone());
-        registry.register(
-            "http_requests",
-            "HTTP requests answered",
-            http_requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
         registry.register(
             "http_request_duration_seconds",
             "Time to answer an HTTP request (headers; streamed bodies continue after)",
             http_request_duration_seconds.clone(),
         );
-        registry.register(
-            "upload_bytes",
-            "Bytes received in uploads",
-            upload_bytes.clone(),
-        );
-        registry.register(
-            "download_bytes",
-            "Bytes sent in downloads",
-            download_bytes.clone(),
-        );
-        registry.register(
-            "uploads_completed",
-            "Uploads stored as datasets",
-            uploads_completed.clone(),
-        );
+        registry.register("upload_bytes", "Bytes received in uploads", upload_bytes.clone());
+        registry.register("download_bytes", "Bytes sent in downloads", download_bytes.clone());
+        registry.register("uploads_completed", "Uploads stored as datasets", uploads_completed.clone());
         registry.register(
             "uploads_failed",
             "Uploads rolled back (bad input, quota, disconnect)",
@@ -149,11 +124,7 @@ mod tests {
             quota_reserved_bytes: 0,
         });
         m.http_requests
-            .get_or_create(&HttpLabels {
-                method: "GET".into(),
-                route: "/health".into(),
-                status: 200,
-            })
+            .get_or_create(&HttpLabels { method: "GET".into(), route: "/health".into(), status: 200 })
             .inc();
         let text = m.encode();
         for line in [
@@ -163,10 +134,7 @@ mod tests {
             "upload_bytes_total 0",
             "http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
     }
 }

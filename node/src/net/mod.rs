@@ -56,10 +56,7 @@ pub enum NetError {
     #[error("peer {0} is not connected")]
     NotConnected(PeerId),
     #[error("message of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
-    TooLarge {
-        size_bytes: usize,
-        limit_bytes: usize,
-    },
+    TooLarge { size_bytes: usize, limit_bytes: usize },
     #[error("dial failed: {0}")]
     Dial(String),
     #[error("network closed")]

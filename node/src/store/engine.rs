@@ -36,11 +36,7 @@ pub struct KvStore<E> {
 
 impl<E: KvEngine> KvStore<E> {
     pub fn new(engine: E, quota_max_bytes: u64, compute: Compute) -> KvStore<E> {
-        KvStore {
-            engine: Arc::new(engine),
-            quota_max_bytes,
-            compute,
-        }
+        KvStore { engine: Arc::new(engine), quota_max_bytes, compute }
     }
 
     pub fn engine(&self) -> &Arc<E> {
@@ -61,10 +57,7 @@ impl<E: KvEngine> KvStore<E> {
 // ---- record layouts ----
 
 fn u64_of(bytes: Option<Vec<u8>>) -> u64 {
-    bytes
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
+    bytes.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
 fn meta(r: &dyn KvRead, name: &[u8]) -> Result<u64, StoreError> {
@@ -75,11 +68,7 @@ fn set_meta(w: &mut dyn KvWrite, name: &[u8], value: u64) -> Result<(), StoreErr
     w.put(Table::Meta, name, &value.to_le_bytes())
 }
 
-fn update_meta(
-    w: &mut dyn KvWrite,
-    name: &[u8],
-    f: impl FnOnce(u64) -> u64,
-) -> Result<(), StoreError> {
+fn update_meta(w: &mut dyn KvWrite, name: &[u8], f: impl FnOnce(u64) -> u64) -> Result<(), StoreError> {
     let value = meta(w, name)?;
     set_meta(w, name, f(value))
 }
@@ -115,11 +104,8 @@ impl UploadRecord {
         if bytes.len() < 16 {
             return Err(bad());
         }
-        let tree = if bytes.len() > 16 {
-            Some(Cid::try_from(&bytes[16..]).map_err(|_| bad())?)
-        } else {
-            None
-        };
+        let tree =
+            if bytes.len() > 16 { Some(Cid::try_from(&bytes[16..]).map_err(|_| bad())?) } else { None };
         Ok(UploadRecord {
             blocks_count: u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")),
             leaves_count: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
@@ -144,13 +130,8 @@ impl TreeRecord {
         if bytes.len() != 24 {
             return Err(StoreError::Backend("malformed tree record".into()));
         }
-        let field =
-            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        Ok(TreeRecord {
-            manifests: field(0),
-            writers: field(1),
-            leaves_count: field(2),
-        })
+        let field = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Ok(TreeRecord { manifests: field(0), writers: field(1), leaves_count: field(2) })
     }
 
     /// Saves the record, or removes it and the tree's leaves when nothing refers to it.
@@ -190,9 +171,7 @@ fn decode_leaf(bytes: &[u8]) -> Result<LeafEntry, StoreError> {
 }
 
 fn load_upload(r: &dyn KvRead, upload: UploadId) -> Result<UploadRecord, StoreError> {
-    let bytes = r
-        .get(Table::Uploads, &upload.to_be_bytes())?
-        .ok_or(StoreError::UnknownUpload(upload))?;
+    let bytes = r.get(Table::Uploads, &upload.to_be_bytes())?.ok_or(StoreError::UnknownUpload(upload))?;
     UploadRecord::decode(&bytes)
 }
 
@@ -301,11 +280,7 @@ fn put_tree_leaves(
     }
     let key = tree.to_bytes();
     for (offset, leaf) in leaves.iter().enumerate() {
-        w.put(
-            Table::Leaves,
-            &indexed_key(&key, first + offset as u64),
-            &encode_leaf(leaf),
-        )?;
+        w.put(Table::Leaves, &indexed_key(&key, first + offset as u64), &encode_leaf(leaf))?;
     }
     let end = first + leaves.len() as u64;
     record.leaves_count = record.leaves_count.max(end);
@@ -323,20 +298,10 @@ fn commit_upload(
     let record = load_upload(w, upload)?;
     let decoded = Manifest::decode(manifest)
         .map_err(|e| StoreError::Backend(format!("committing a bad manifest: {e}")))?;
-    let tree = record
-        .tree
-        .expect("an upload commits only after writing its tree");
+    let tree = record.tree.expect("an upload commits only after writing its tree");
     assert_eq!(decoded.tree_cid, tree, "manifest names another tree");
-    assert_eq!(
-        record.leaves_count,
-        decoded.blocks_count(),
-        "tree leaves disagree with the manifest"
-    );
-    assert_eq!(
-        record.blocks_count,
-        decoded.blocks_count(),
-        "blocks disagree with the manifest"
-    );
+    assert_eq!(record.leaves_count, decoded.blocks_count(), "tree leaves disagree with the manifest");
+    assert_eq!(record.blocks_count, decoded.blocks_count(), "blocks disagree with the manifest");
 
     let mut tree_record = TreeRecord::load(w, &tree)?;
     let already_listed = w.get(Table::Manifests, &manifest_cid.to_bytes())?.is_some();
@@ -348,11 +313,7 @@ fn commit_upload(
         w.put(Table::Manifests, &manifest_cid.to_bytes(), manifest)?;
     }
     tree_record.save(w, &tree)?;
-    Ok(if already_listed {
-        Committed::AlreadyStored
-    } else {
-        Committed::New
-    })
+    Ok(if already_listed { Committed::AlreadyStored } else { Committed::New })
 }
 
 fn abort_upload(w: &mut dyn KvWrite, upload: UploadId) -> Result<(), StoreError> {
@@ -390,10 +351,7 @@ fn delete_dataset(w: &mut dyn KvWrite, manifest_cid: &Cid) -> Result<bool, Store
 }
 
 fn missing_leaf(tree: &Cid, index: u64) -> StoreError {
-    StoreError::MissingLeaf {
-        tree: cid_to_string(tree),
-        index,
-    }
+    StoreError::MissingLeaf { tree: cid_to_string(tree), index }
 }
 
 fn read_block(r: &dyn KvRead, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
@@ -407,9 +365,7 @@ fn read_block(r: &dyn KvRead, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
 }
 
 fn read_leaf(r: &dyn KvRead, tree: &Cid, index: u64) -> Result<Option<LeafEntry>, StoreError> {
-    r.get(Table::Leaves, &indexed_key(&tree.to_bytes(), index))?
-        .map(|b| decode_leaf(&b))
-        .transpose()
+    r.get(Table::Leaves, &indexed_key(&tree.to_bytes(), index))?.map(|b| decode_leaf(&b)).transpose()
 }
 
 #[async_trait]
@@ -419,11 +375,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             e.write(|w| {
                 let id = meta(w, NEXT_UPLOAD)?;
                 set_meta(w, NEXT_UPLOAD, id + 1)?;
-                w.put(
-                    Table::Uploads,
-                    &id.to_be_bytes(),
-                    &UploadRecord::default().encode(),
-                )?;
+                w.put(Table::Uploads, &id.to_be_bytes(), &UploadRecord::default().encode())?;
                 Ok(id)
             })
         })
@@ -436,10 +388,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
         first_index: u64,
         blocks: Vec<Block>,
     ) -> Result<(), StoreError> {
-        self.run(move |e, quota| {
-            e.write(|w| put_upload_blocks(w, quota, upload, first_index, &blocks))
-        })
-        .await
+        self.run(move |e, quota| e.write(|w| put_upload_blocks(w, quota, upload, first_index, &blocks))).await
     }
 
     async fn put_tree_leaves(
@@ -449,8 +398,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
         first_index: u64,
         leaves: Vec<LeafEntry>,
     ) -> Result<(), StoreError> {
-        self.run(move |e, _| e.write(|w| put_tree_leaves(w, upload, &tree, first_index, &leaves)))
-            .await
+        self.run(move |e, _| e.write(|w| put_tree_leaves(w, upload, &tree, first_index, &leaves))).await
     }
 
     async fn commit_upload(
@@ -459,13 +407,11 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
         manifest_cid: Cid,
         manifest: Bytes,
     ) -> Result<Committed, StoreError> {
-        self.run(move |e, _| e.write(|w| commit_upload(w, upload, &manifest_cid, &manifest)))
-            .await
+        self.run(move |e, _| e.write(|w| commit_upload(w, upload, &manifest_cid, &manifest))).await
     }
 
     async fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError> {
-        self.run(move |e, _| e.write(|w| abort_upload(w, upload)))
-            .await
+        self.run(move |e, _| e.write(|w| abort_upload(w, upload))).await
     }
 
     async fn recover(&self) -> Result<Recovery, StoreError> {
@@ -473,9 +419,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             let (uploads, used_before) = e.read(|r| {
                 let mut ids = Vec::new();
                 r.scan(Table::Uploads, &[], &mut |key, _| {
-                    ids.push(u64::from_be_bytes(
-                        key.try_into().expect("8-byte upload key"),
-                    ));
+                    ids.push(u64::from_be_bytes(key.try_into().expect("8-byte upload key")));
                     true
                 })?;
                 Ok((ids, meta(r, USED_BYTES)?))
@@ -493,10 +437,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
     }
 
     async fn get_manifest(&self, cid: Cid) -> Result<Option<Bytes>, StoreError> {
-        self.run(move |e, _| {
-            e.read(|r| Ok(r.get(Table::Manifests, &cid.to_bytes())?.map(Bytes::from)))
-        })
-        .await
+        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Manifests, &cid.to_bytes())?.map(Bytes::from)))).await
     }
 
     async fn list_manifests(&self) -> Result<Vec<(Cid, Bytes)>, StoreError> {
@@ -521,8 +462,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
     }
 
     async fn delete_dataset(&self, manifest_cid: Cid) -> Result<bool, StoreError> {
-        self.run(move |e, _| e.write(|w| delete_dataset(w, &manifest_cid)))
-            .await
+        self.run(move |e, _| e.write(|w| delete_dataset(w, &manifest_cid))).await
     }
 
     async fn get_block(&self, cid: Cid) -> Result<Option<Bytes>, StoreError> {
@@ -530,13 +470,11 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
     }
 
     async fn has_block(&self, cid: Cid) -> Result<bool, StoreError> {
-        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Refs, &cid.to_bytes())?.is_some())))
-            .await
+        self.run(move |e, _| e.read(|r| Ok(r.get(Table::Refs, &cid.to_bytes())?.is_some()))).await
     }
 
     async fn get_leaf(&self, tree: Cid, index: u64) -> Result<Option<LeafEntry>, StoreError> {
-        self.run(move |e, _| e.read(|r| read_leaf(r, &tree, index)))
-            .await
+        self.run(move |e, _| e.read(|r| read_leaf(r, &tree, index))).await
     }
 
     async fn get_tree_blocks(
@@ -549,8 +487,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             e.read(|r| {
                 (first_index..first_index + count)
                     .map(|index| {
-                        let leaf = read_leaf(r, &tree, index)?
-                            .ok_or_else(|| missing_leaf(&tree, index))?;
+                        let leaf = read_leaf(r, &tree, index)?.ok_or_else(|| missing_leaf(&tree, index))?;
                         read_block(r, &leaf.block_cid)?.ok_or_else(|| missing_leaf(&tree, index))
                     })
                     .collect()

@@ -73,12 +73,6 @@ pub trait KvWrite: KvRead {
 /// `write` commits (durably, for a disk engine) when `f` returns `Ok`, and leaves no trace when
 /// `f` returns `Err`.
 pub trait KvEngine: Send + Sync + 'static {
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError>;
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError>;
+    fn read<T>(&self, f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>) -> Result<T, StoreError>;
+    fn write<T>(&self, f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>) -> Result<T, StoreError>;
 }

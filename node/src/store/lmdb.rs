@@ -57,9 +57,8 @@ impl LmdbEngine {
                 for table in Table::ALL {
                     dbs.push(opener.create_database::<Raw, Raw>(wtxn, Some(table.name()))?);
                 }
-                let dbs: [_; Table::ALL.len()] = dbs
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("one per table"));
+                let dbs: [_; Table::ALL.len()] =
+                    dbs.try_into().unwrap_or_else(|_| unreachable!("one per table"));
                 Ok(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
             .unwrap_commit();
@@ -74,11 +73,7 @@ impl LmdbEngine {
 impl LmdbStore {
     /// Opens the store in `path`, running its blocking calls on the blocking pool.
     pub fn open(path: &Path, quota_max_bytes: u64) -> Result<LmdbStore, StoreError> {
-        Ok(KvStore::new(
-            LmdbEngine::open(path, quota_max_bytes)?,
-            quota_max_bytes,
-            Compute::Pool,
-        ))
+        Ok(KvStore::new(LmdbEngine::open(path, quota_max_bytes)?, quota_max_bytes, Compute::Pool))
     }
 }
 
@@ -92,42 +87,9 @@ struct LmdbWrite<'a, 't> {
     txn: &'a mut RwTxn<'t>,
 }
 
-fn get(
-    engine: &LmdbEngine,
-    txn: &RoTxn<'_>,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(engine.db(table).get(txn, key)?.map(<[u8]>::to_vec))
-}
-
-fn scan(
-    engine: &LmdbEngine,
-    txn: &RoTxn<'_>,
-    table: Table,
-    prefix: &[u8],
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) -> Result<(), StoreError> {
-    let db = engine.db(table);
-    // LMDB refuses an empty key, so an empty prefix means a plain iteration.
-    type Entries<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
-    let entries: Entries<'_> = if prefix.is_empty() {
-        Box::new(db.iter(txn)?)
-    } else {
-        Box::new(db.prefix_iter(txn, prefix)?)
-    };
-    for entry in entries {
-        let (key, value) = entry?;
-        if !visit(key, value) {
-            break;
-        }
-    }
-    Ok(())
-}
-
 impl KvRead for LmdbRead<'_, '_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get(self.engine, self.txn, table, key)
+        Ok(self.engine.db(table).get(self.txn, key)?.map(<[u8]>::to_vec))
     }
 
     fn scan(
@@ -136,13 +98,34 @@ impl KvRead for LmdbRead<'_, '_> {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        scan(self.engine, self.txn, table, prefix, visit)
+        let db = self.engine.db(table);
+        // LMDB refuses an empty key, so an empty prefix means a plain iteration.
+        type Entries<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+        let entries: Entries<'_> = if prefix.is_empty() {
+            Box::new(db.iter(self.txn)?)
+        } else {
+            Box::new(db.prefix_iter(self.txn, prefix)?)
+        };
+        for entry in entries {
+            let (key, value) = entry?;
+            if !visit(key, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LmdbWrite<'_, '_> {
+    /// Reads see the transaction's own writes.
+    fn reader(&self) -> LmdbRead<'_, '_> {
+        LmdbRead { engine: self.engine, txn: self.txn }
     }
 }
 
 impl KvRead for LmdbWrite<'_, '_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get(self.engine, self.txn, table, key)
+        self.reader().get(table, key)
     }
 
     fn scan(
@@ -151,7 +134,7 @@ impl KvRead for LmdbWrite<'_, '_> {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        scan(self.engine, self.txn, table, prefix, visit)
+        self.reader().scan(table, prefix, visit)
     }
 }
 
@@ -166,26 +149,14 @@ impl KvWrite for LmdbWrite<'_, '_> {
 }
 
 impl KvEngine for LmdbEngine {
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let txn = self.env.read_txn()?;
-        f(&LmdbRead {
-            engine: self,
-            txn: &txn,
-        })
+        f(&LmdbRead { engine: self, txn: &txn })
     }
 
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn write<T>(&self, f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let result = f(&mut LmdbWrite {
-            engine: self,
-            txn: &mut txn,
-        })?;
+        let result = f(&mut LmdbWrite { engine: self, txn: &mut txn })?;
         txn.commit()?;
         Ok(result)
     }

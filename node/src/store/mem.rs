@@ -23,28 +23,11 @@ struct MemTxn<'a> {
     undo: Vec<(Key, Option<Vec<u8>>)>,
 }
 
-fn get(map: &BTreeMap<Key, Vec<u8>>, table: Table, key: &[u8]) -> Option<Vec<u8>> {
-    map.get(&(table, key.to_vec())).cloned()
-}
-
-fn scan(
-    map: &BTreeMap<Key, Vec<u8>>,
-    table: Table,
-    prefix: &[u8],
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) {
-    for ((t, k), v) in map.range((table, prefix.to_vec())..) {
-        if *t != table || !k.starts_with(prefix) || !visit(k, v) {
-            break;
-        }
-    }
-}
-
 struct MemRead<'a>(&'a BTreeMap<Key, Vec<u8>>);
 
 impl KvRead for MemRead<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(get(self.0, table, key))
+        Ok(self.0.get(&(table, key.to_vec())).cloned())
     }
 
     fn scan(
@@ -53,14 +36,18 @@ impl KvRead for MemRead<'_> {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        scan(self.0, table, prefix, visit);
+        for ((t, k), v) in self.0.range((table, prefix.to_vec())..) {
+            if *t != table || !k.starts_with(prefix) || !visit(k, v) {
+                break;
+            }
+        }
         Ok(())
     }
 }
 
 impl KvRead for MemTxn<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(get(self.map, table, key))
+        MemRead(self.map).get(table, key)
     }
 
     fn scan(
@@ -69,8 +56,7 @@ impl KvRead for MemTxn<'_> {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        scan(self.map, table, prefix, visit);
-        Ok(())
+        MemRead(self.map).scan(table, prefix, visit)
     }
 }
 
@@ -92,23 +78,14 @@ impl KvWrite for MemTxn<'_> {
 }
 
 impl KvEngine for MemEngine {
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&dyn KvRead) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let map = self.map.lock().expect("memory store lock poisoned");
         f(&MemRead(&map))
     }
 
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn write<T>(&self, f: impl FnOnce(&mut dyn KvWrite) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut map = self.map.lock().expect("memory store lock poisoned");
-        let mut txn = MemTxn {
-            map: &mut map,
-            undo: Vec::new(),
-        };
+        let mut txn = MemTxn { map: &mut map, undo: Vec::new() };
         let result = f(&mut txn);
         if result.is_err() {
             let MemTxn { map, undo } = txn;

@@ -87,11 +87,7 @@ pub enum StoreError {
     #[error(
         "storage quota exceeded: {needed_bytes} more bytes needed, {available_bytes} available of {max_bytes}"
     )]
-    QuotaExceeded {
-        needed_bytes: u64,
-        available_bytes: u64,
-        max_bytes: u64,
-    },
+    QuotaExceeded { needed_bytes: u64, available_bytes: u64, max_bytes: u64 },
     /// The upload is unknown (never begun, already committed or aborted).
     #[error("unknown upload {0}")]
     UnknownUpload(UploadId),
@@ -167,9 +163,5 @@ pub type SharedStore = Arc<dyn BlockStore>;
 
 /// Opens an in-memory store with `quota_max_bytes`; blocking work runs inline.
 pub fn memory(quota_max_bytes: u64) -> SharedStore {
-    Arc::new(MemStore::new(
-        MemEngine::default(),
-        quota_max_bytes,
-        Compute::Inline,
-    ))
+    Arc::new(MemStore::new(MemEngine::default(), quota_max_bytes, Compute::Inline))
 }

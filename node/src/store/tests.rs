@@ -18,10 +18,7 @@ trait Harness {
 }
 
 fn rot_in<E: KvEngine>(store: &KvStore<E>, cid: &Cid, data: &[u8]) {
-    store
-        .engine()
-        .write(|w| w.put(Table::Blocks, &cid.to_bytes(), data))
-        .unwrap();
+    store.engine().write(|w| w.put(Table::Blocks, &cid.to_bytes(), data)).unwrap();
 }
 
 struct Mem(Arc<MemStore>);
@@ -39,11 +36,7 @@ impl Harness for Mem {
 }
 
 fn mem() -> Mem {
-    Mem(Arc::new(MemStore::new(
-        MemEngine::default(),
-        QUOTA,
-        Compute::Inline,
-    )))
+    Mem(Arc::new(MemStore::new(MemEngine::default(), QUOTA, Compute::Inline)))
 }
 
 #[cfg(feature = "production")]
@@ -71,37 +64,21 @@ impl Harness for Lmdb {
 fn lmdb() -> Lmdb {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LmdbStore::open(dir.path(), QUOTA).unwrap());
-    Lmdb {
-        dir,
-        store: Some(store),
-    }
+    Lmdb { dir, store: Some(store) }
 }
 
 fn blocks(tag: u8, count: usize) -> Vec<Block> {
-    (0..count)
-        .map(|i| Block::new(Bytes::from(vec![tag.wrapping_add(i as u8); 1024])))
-        .collect()
+    (0..count).map(|i| Block::new(Bytes::from(vec![tag.wrapping_add(i as u8); 1024]))).collect()
 }
 
 /// Uploads `blocks` through the whole protocol, optionally stopping before commit.
-async fn upload(
-    store: &SharedStore,
-    blocks: &[Block],
-    name: &str,
-    commit: bool,
-) -> (UploadId, Cid) {
+async fn upload(store: &SharedStore, blocks: &[Block], name: &str, commit: bool) -> (UploadId, Cid) {
     let id = store.begin_upload().await.unwrap();
-    store
-        .put_upload_blocks(id, 0, blocks.to_vec())
-        .await
-        .unwrap();
+    store.put_upload_blocks(id, 0, blocks.to_vec()).await.unwrap();
     let tree = MerkleTree::build(blocks.iter().map(|b| *b.digest()).collect()).unwrap();
     let tree_id = tree_cid(&tree.root());
     let leaves = (0..tree.leaves_count())
-        .map(|i| LeafEntry {
-            block_cid: block_cid(&tree.leaf(i)),
-            proof: tree.proof(i),
-        })
+        .map(|i| LeafEntry { block_cid: block_cid(&tree.leaf(i)), proof: tree.proof(i) })
         .collect();
     store.put_tree_leaves(id, tree_id, 0, leaves).await.unwrap();
     let mut manifest = Manifest::new(tree_id, 1024, blocks.len() as u64 * 1024);
@@ -109,10 +86,7 @@ async fn upload(
     let encoded = manifest.encode();
     let cid = manifest_cid(&encoded);
     if commit {
-        assert_eq!(
-            store.commit_upload(id, cid, encoded.into()).await.unwrap(),
-            Committed::New
-        );
+        assert_eq!(store.commit_upload(id, cid, encoded.into()).await.unwrap(), Committed::New);
     }
     (id, cid)
 }
@@ -149,21 +123,9 @@ async fn commit_lists_and_reads(h: impl Harness) {
     let (_, cid) = upload(&store, &bs, "a", true).await;
     assert_eq!(store.list_manifests().await.unwrap().len(), 1);
     let manifest = Manifest::decode(&store.get_manifest(cid).await.unwrap().unwrap()).unwrap();
-    let read = store
-        .get_tree_blocks(manifest.tree_cid, 1, 3)
-        .await
-        .unwrap();
-    assert_eq!(
-        read,
-        bs[1..4]
-            .iter()
-            .map(|b| b.data().clone())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        store.get_block(*bs[0].cid()).await.unwrap().as_ref(),
-        Some(bs[0].data())
-    );
+    let read = store.get_tree_blocks(manifest.tree_cid, 1, 3).await.unwrap();
+    assert_eq!(read, bs[1..4].iter().map(|b| b.data().clone()).collect::<Vec<_>>());
+    assert_eq!(store.get_block(*bs[0].cid()).await.unwrap().as_ref(), Some(bs[0].data()));
     assert_eq!(
         store.space().await.unwrap(),
         Space {
@@ -182,54 +144,30 @@ async fn commit_lists_and_reads(h: impl Harness) {
 async fn abort_releases_everything(h: impl Harness) {
     let store = h.store();
     let (id, cid) = upload(&store, &blocks(2, 4), "b", false).await;
-    assert_eq!(
-        used(&store).await,
-        4 * 1024,
-        "pending blocks count against the quota"
-    );
-    assert!(
-        store.list_manifests().await.unwrap().is_empty(),
-        "nothing listed before commit"
-    );
+    assert_eq!(used(&store).await, 4 * 1024, "pending blocks count against the quota");
+    assert!(store.list_manifests().await.unwrap().is_empty(), "nothing listed before commit");
     store.abort_upload(id).await.unwrap();
     assert_eq!(store.space().await.unwrap().total_blocks, 0);
     assert_eq!(used(&store).await, 0);
     assert!(store.get_manifest(cid).await.unwrap().is_none());
-    assert!(matches!(
-        store.abort_upload(id).await,
-        Err(StoreError::UnknownUpload(_))
-    ));
+    assert!(matches!(store.abort_upload(id).await, Err(StoreError::UnknownUpload(_))));
 }
 
 async fn quota_is_all_or_nothing(h: impl Harness) {
     let store = h.store();
     upload(&store, &blocks(3, 60), "c", true).await;
     let id = store.begin_upload().await.unwrap();
-    let err = store
-        .put_upload_blocks(id, 0, blocks(100, 10))
-        .await
-        .unwrap_err();
+    let err = store.put_upload_blocks(id, 0, blocks(100, 10)).await.unwrap_err();
     assert!(
         matches!(
             err,
-            StoreError::QuotaExceeded {
-                needed_bytes: 10240,
-                available_bytes: 4096,
-                max_bytes: QUOTA
-            }
+            StoreError::QuotaExceeded { needed_bytes: 10240, available_bytes: 4096, max_bytes: QUOTA }
         ),
         "{err}"
     );
-    assert_eq!(
-        used(&store).await,
-        60 * 1024,
-        "the refused batch left nothing behind"
-    );
+    assert_eq!(used(&store).await, 60 * 1024, "the refused batch left nothing behind");
     assert_eq!(store.space().await.unwrap().total_blocks, 60);
-    store
-        .put_upload_blocks(id, 0, blocks(100, 4))
-        .await
-        .unwrap();
+    store.put_upload_blocks(id, 0, blocks(100, 4)).await.unwrap();
     assert_eq!(used(&store).await, QUOTA);
 }
 
@@ -254,21 +192,11 @@ async fn crash_before_commit_is_rolled_back(mut h: impl Harness) {
     drop(store);
     let store = h.reopen();
     let recovery = store.recover().await.unwrap();
-    assert_eq!(
-        recovery,
-        Recovery {
-            uploads_rolled_back: 1,
-            bytes_released: 5 * 1024
-        }
-    );
+    assert_eq!(recovery, Recovery { uploads_rolled_back: 1, bytes_released: 5 * 1024 });
     assert!(store.get_manifest(lost).await.unwrap().is_none());
     assert!(store.get_manifest(kept).await.unwrap().is_some());
     assert_eq!(used(&store).await, 3 * 1024);
-    assert_eq!(
-        store.recover().await.unwrap(),
-        Recovery::default(),
-        "recovery is idempotent"
-    );
+    assert_eq!(store.recover().await.unwrap(), Recovery::default(), "recovery is idempotent");
 }
 
 async fn aborted_writer_keeps_a_sibling_tree(h: impl Harness) {
@@ -278,22 +206,9 @@ async fn aborted_writer_keeps_a_sibling_tree(h: impl Harness) {
     let (first, _) = upload(&store, &bs, "same", false).await;
     let (second, cid) = upload(&store, &bs, "same", false).await;
     store.abort_upload(first).await.unwrap();
-    assert_eq!(
-        store
-            .commit_upload(second, cid, store_manifest(&bs, "same"))
-            .await
-            .unwrap(),
-        Committed::New
-    );
+    assert_eq!(store.commit_upload(second, cid, store_manifest(&bs, "same")).await.unwrap(), Committed::New);
     let manifest = Manifest::decode(&store.get_manifest(cid).await.unwrap().unwrap()).unwrap();
-    assert_eq!(
-        store
-            .get_tree_blocks(manifest.tree_cid, 0, 4)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(store.get_tree_blocks(manifest.tree_cid, 0, 4).await.unwrap().len(), 4);
     assert_eq!(used(&store).await, 4 * 1024);
     assert!(store.delete_dataset(cid).await.unwrap());
     assert_eq!(used(&store).await, 0);
@@ -310,19 +225,11 @@ async fn detects_corruption_on_read(h: impl Harness) {
     let store = h.store();
     let bs = blocks(8, 2);
     let (_, cid) = upload(&store, &bs, "rot", true).await;
-    let tree = Manifest::decode(&store.get_manifest(cid).await.unwrap().unwrap())
-        .unwrap()
-        .tree_cid;
+    let tree = Manifest::decode(&store.get_manifest(cid).await.unwrap().unwrap()).unwrap().tree_cid;
     let mut flipped = bs[1].data().to_vec();
     flipped[100] ^= 0x10;
     h.rot(bs[1].cid(), &flipped);
     assert!(store.get_block(*bs[0].cid()).await.unwrap().is_some());
-    assert!(matches!(
-        store.get_block(*bs[1].cid()).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    assert!(matches!(
-        store.get_tree_blocks(tree, 0, 2).await,
-        Err(StoreError::Corrupt(_))
-    ));
+    assert!(matches!(store.get_block(*bs[1].cid()).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.get_tree_blocks(tree, 0, 2).await, Err(StoreError::Corrupt(_))));
 }

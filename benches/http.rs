@@ -14,7 +14,7 @@ use neverust::dataset::Datasets;
 use neverust::metrics::Metrics;
 use neverust::runtime::Compute;
 use neverust::store::LmdbStore;
-use neverust_benches::random_bytes;
+use neverust_benches::{random_bytes, sha256_single_core};
 
 const FILE_BYTES: usize = 1 << 30;
 const PIECE_BYTES: usize = 1 << 20;
@@ -96,5 +96,5 @@ fn http(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, http);
+criterion_group!(benches, sha256_single_core, http);
 criterion_main!(benches);

@@ -11,19 +11,10 @@ use neverust::dataset::{Datasets, UploadMeta};
 use neverust::metrics::Metrics;
 use neverust::runtime::Compute;
 use neverust::store::{self, LmdbStore, SharedStore};
-use neverust_benches::random_bytes;
-use sha2::{Digest, Sha256};
+use neverust_benches::{random_bytes, sha256_single_core};
 
 const DATA_BYTES: usize = 256 << 20;
 const BLOCK_BYTES: usize = 64 << 10;
-
-fn sha256_single_core(c: &mut Criterion) {
-    let data = random_bytes(64 << 20, 1);
-    let mut group = c.benchmark_group("sha256");
-    group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function("single_core_64MiB", |b| b.iter(|| Sha256::digest(&data)));
-    group.finish();
-}
 
 /// Uploads `data` (in 1 MiB pieces, as an HTTP body arrives) and deletes it, timing the upload.
 fn upload_time(

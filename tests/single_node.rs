@@ -247,6 +247,12 @@ fn restart_keeps_identity_and_data() {
     let peer = reqwest::blocking::get(node.v1("/peerid")).unwrap().text().unwrap();
     let data = random(2 * 524_288 + 5, 11);
     let cid = node.upload(&data);
+    let second = run(
+        &["start", "--data-dir", data_dir.to_str().unwrap(), "--api-port", &free_port().to_string()],
+        &[],
+    );
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already using the data dir"));
     drop(node);
     let node = Node::start(&data_dir, &[]); // another block size for new uploads; old data still reads
     assert_eq!(reqwest::blocking::get(node.v1("/peerid")).unwrap().text().unwrap(), peer);

@@ -19,6 +19,8 @@ use crate::store::{BlockStore, LmdbStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
+/// Lock file inside the data directory, held while a node runs.
+pub const LOCK_FILE: &str = "node.lock";
 
 fn resolve(args: &StartArgs) -> anyhow::Result<Config> {
     let env = PartialConfig::from_env(std::env::vars())?;
@@ -66,6 +68,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
     let keypair = crate::identity::load_or_create(data_dir)?;
     let peer_id = crate::identity::peer_id(&keypair).to_string();
 
@@ -107,6 +110,25 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Holds an exclusive lock on the data directory for the life of the node, so a second node
+/// cannot open the same store (its crash recovery would roll back this node's uploads).
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another node is already using the data dir {}", data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 async fn shutdown_signal() {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod content;
 pub mod dataset;
 pub mod discovery;
+pub mod exchange;
 pub mod merkle;
 pub mod metrics;
 pub mod net;

@@ -29,7 +29,14 @@ impl Node {
         let child = Command::new(BIN)
             .args(["start", "--data-dir"])
             .arg(data_dir)
-            .args(["--api-port", &port.to_string(), "--log-format", "plain"])
+            .args([
+                "--api-port",
+                &port.to_string(),
+                "--log-format",
+                "plain",
+                "--listen-addrs",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
             .args(extra)
             .env_remove("NEVERUST_CONFIG")
             .stdout(Stdio::null())

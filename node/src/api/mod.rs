@@ -40,6 +40,8 @@ pub struct ApiState {
     pub listen_addrs: Vec<String>,
     /// Set when the binary owns the log subscriber; `None` in embedded uses and tests.
     pub log_level: Option<LogLevelSetter>,
+    /// The peer-to-peer node, when one runs.
+    pub network: Option<Arc<crate::net::p2p::P2pNetwork>>,
 }
 
 impl ApiState {
@@ -49,7 +51,7 @@ impl ApiState {
         data_dir: PathBuf,
         listen_addrs: Vec<String>,
     ) -> ApiState {
-        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None }
+        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None, network: None }
     }
 }
 
@@ -63,6 +65,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/debug/chronicles/loglevel", post(routes::set_log_level))
         .route("/space", get(routes::space))
         .route("/peerid", get(routes::peer_id))
+        .route("/connect/{peer_id}", get(routes::connect))
         .route("/debug/info", get(routes::debug_info))
         .route("/openapi.yaml", get(routes::openapi));
     Router::new()

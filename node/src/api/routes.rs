@@ -225,20 +225,87 @@ pub async fn peer_id(State(s): Shared, headers: HeaderMap) -> Response {
 }
 
 pub async fn debug_info(State(s): Shared) -> Json<Value> {
-    let local =
-        json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": "", "address": "", "seen": false });
+    use crate::net::Network as _;
+    let (addrs, nodes) = match &s.network {
+        Some(network) => {
+            let rtt = network.round_trips();
+            let nodes: Vec<Value> = network
+                .connected_peers()
+                .iter()
+                .map(|p| {
+                    let id = p.to_string();
+                    json!({ "nodeId": id, "peerId": id, "record": "", "address": "", "seen": true,
+                            "rttMs": rtt.get(p).map(|d| d.as_secs_f64() * 1000.0) })
+                })
+                .collect();
+            (network.listen_addrs(), nodes)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let local = json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": "", "address": addrs.first().cloned().unwrap_or_default(), "seen": true });
     Json(json!({
         "id": s.peer_id,
-        // Nothing listens for peers yet: the libp2p transport is not part of this build.
-        "addrs": [],
+        "addrs": addrs,
         "configuredListenAddrs": s.listen_addrs,
         "repo": s.data_dir.display().to_string(),
         "spr": "",
-        "announceAddresses": [],
+        "announceAddresses": addrs,
         "ethAddress": null,
-        "table": { "localNode": local, "nodes": [] },
+        "table": { "localNode": local, "nodes": nodes },
         "archivist": { "version": format!("neverust-{}", crate::VERSION), "revision": "", "contracts": "" },
     }))
+}
+
+/// Dials a peer at the given multiaddrs (comma-separated or repeated `addrs`).
+pub async fn connect(
+    State(s): Shared,
+    Path(peer_id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<String, ApiError> {
+    let network = s.network.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running")
+    })?;
+    let peer: libp2p::PeerId =
+        peer_id.parse().map_err(|e| ApiError::bad_request(format!("invalid peer id {peer_id:?}: {e}")))?;
+    let addrs: Vec<String> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == "addrs")
+        .flat_map(|(_, value)| percent_decode(value).split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .collect();
+    use crate::net::Network as _;
+    network
+        .dial(&crate::net::PeerId::from_bytes(peer.to_bytes()), &addrs)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not connect to {peer_id}: {e}")))?;
+    Ok("Successfully connected to peer".into())
+}
+
+/// Decodes `%XX` escapes (and `+` as space) of a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| {
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, other) => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub async fn health() -> Json<Value> {
@@ -248,6 +315,10 @@ pub async fn health() -> Json<Value> {
 pub async fn metrics(State(s): Shared) -> Result<Response, ApiError> {
     let metrics = s.datasets.metrics();
     metrics.observe_space(&s.datasets.store().space().await?);
+    if let Some(network) = &s.network {
+        use crate::net::Network as _;
+        metrics.peer_count.set(network.connected_peers().len() as i64);
+    }
     Ok((
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         metrics.encode(),

@@ -45,7 +45,7 @@ pub struct StartArgs {
     /// Port of the REST API [default: 8080].
     #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
-    /// Multiaddrs to listen on for peers (repeatable or comma-separated) [default: /ip4/0.0.0.0/tcp/8070].
+    /// Multiaddrs to listen on for peers (repeatable or comma-separated) [default: /ip4/0.0.0.0/tcp/0, a free port].
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     pub listen_addrs: Vec<String>,
     /// A bootstrap node's multiaddr with /p2p/<peer id> (repeatable).

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing_subscriber::layer::SubscriberExt;
@@ -14,6 +15,7 @@ use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
 use crate::dataset::Datasets;
 use crate::metrics::Metrics;
+use crate::net::p2p::{P2pConfig, P2pNetwork};
 use crate::runtime::Compute;
 use crate::store::{BlockStore, LmdbStore};
 
@@ -92,15 +94,24 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         block_size_bytes = config.block_size.0,
         "store open"
     );
-    if !config.bootstrap_node.is_empty() || !config.listen_addrs.is_empty() {
-        tracing::info!(listen = ?config.listen_addrs, bootstrap = ?config.bootstrap_node, "peer-to-peer transport not included in this build; addresses recorded only");
-    }
+    let network = P2pNetwork::start(
+        keypair,
+        P2pConfig {
+            listen_addrs: config.listen_addrs.clone(),
+            bootstrap: config.bootstrap_node.clone(),
+            idle_timeout: Duration::from_secs(300),
+        },
+    )
+    .await
+    .context("starting the peer-to-peer network")?;
+    tokio::spawn(log_network_events(network.clone()));
 
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
     let datasets = Datasets::new(Arc::new(store), Compute::Pool, config.block_size_bytes(), metrics);
     let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());
     state.log_level = Some(log_level);
+    state.network = Some(network);
     let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -110,6 +121,20 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drains network events until the block exchange consumes them.
+async fn log_network_events(network: Arc<P2pNetwork>) {
+    use crate::net::{NetEvent, Network};
+    while let Some(event) = network.next_event().await {
+        match event {
+            NetEvent::Connected(peer) => tracing::info!(%peer, "peer connected"),
+            NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
+            NetEvent::Message { from, payload } => {
+                tracing::debug!(%from, bytes = payload.len(), "block-exchange message")
+            }
+        }
+    }
 }
 
 /// Holds an exclusive lock on the data directory for the life of the node, so a second node

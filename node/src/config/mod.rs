@@ -163,7 +163,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             api_bindaddr: IpAddr::from([127, 0, 0, 1]),
             api_port: API_PORT_DEFAULT,
-            listen_addrs: vec!["/ip4/0.0.0.0/tcp/8070".into()],
+            listen_addrs: vec!["/ip4/0.0.0.0/tcp/0".into()],
             bootstrap_node: Vec::new(),
             storage_quota: ByteSize(STORAGE_QUOTA_DEFAULT_BYTES),
             block_size: ByteSize(BLOCK_SIZE_DEFAULT_BYTES as u64),

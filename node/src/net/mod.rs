@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+#[cfg(feature = "production")]
+pub mod p2p;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 

@@ -1,0 +1,136 @@
+//! Real node processes on loopback finding and pinging each other over libp2p.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_neverust");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    child: Child,
+    api: u16,
+    p2p: u16,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, bootstrap: Option<&str>) -> Node {
+        let (api, p2p) = (free_port(), free_port());
+        let mut command = Command::new(BIN);
+        command
+            .args(["start", "--log-format", "plain", "--data-dir"])
+            .arg(dir.join(name))
+            .args(["--api-port", &api.to_string(), "--listen-addrs", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
+            .env_remove("NEVERUST_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
+        if let Some(bootstrap) = bootstrap {
+            command.args(["--bootstrap-node", bootstrap]);
+        }
+        let node = Node { child: command.spawn().unwrap(), api, p2p };
+        wait_for(|| reqwest::blocking::get(node.url("/health")).is_ok(), "node up");
+        node
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    fn info(&self) -> Value {
+        reqwest::blocking::get(self.url("/api/archivist/v1/debug/info")).unwrap().json().unwrap()
+    }
+
+    fn peer_id(&self) -> String {
+        self.info()["id"].as_str().unwrap().to_string()
+    }
+
+    fn address(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p, self.peer_id())
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.info()["table"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["peerId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn peer_count(&self) -> u64 {
+        let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
+        metrics.lines().find_map(|l| l.strip_prefix("peer_count ")).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_nodes_connect_through_a_bootstrap_address_and_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Node::start(dir.path(), "first", None);
+    let second = Node::start(dir.path(), "second", Some(&first.address()));
+    wait_for(|| first.peer_count() == 1 && second.peer_count() == 1, "both sides connected");
+    assert_eq!(second.peers(), vec![first.peer_id()]);
+    assert_eq!(first.peers(), vec![second.peer_id()]);
+    // Ping measures a round trip on the connection.
+    wait_for(
+        || second.info()["table"]["nodes"][0]["rttMs"].as_f64().is_some_and(|ms| ms > 0.0),
+        "a ping round trip",
+    );
+    let addrs = second.info()["addrs"].as_array().unwrap().clone();
+    assert_eq!(addrs.len(), 1);
+    assert!(addrs[0].as_str().unwrap().ends_with(&second.peer_id()), "{addrs:?}");
+}
+
+#[test]
+fn five_nodes_share_one_bootstrap_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = Node::start(dir.path(), "n1", None);
+    let address = bootstrap.address();
+    let others: Vec<Node> =
+        (2..=5).map(|i| Node::start(dir.path(), &format!("n{i}"), Some(&address))).collect();
+    wait_for(|| bootstrap.peer_count() == 4, "the bootstrap node sees all four");
+    for node in &others {
+        assert!(node.peers().contains(&bootstrap.peer_id()));
+    }
+}
+
+#[test]
+fn connect_route_dials_a_peer_by_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(dir.path(), "a", None);
+    let b = Node::start(dir.path(), "b", None);
+    assert_eq!(a.peer_count(), 0);
+    let url = a.url(&format!("/api/archivist/v1/connect/{}?addrs=/ip4/127.0.0.1/tcp/{}", b.peer_id(), b.p2p));
+    let response = reqwest::blocking::get(url).unwrap();
+    assert!(response.status().is_success(), "{}", response.text().unwrap());
+    wait_for(|| a.peer_count() == 1 && b.peer_count() == 1, "connected");
+
+    let bad = reqwest::blocking::get(a.url("/api/archivist/v1/connect/not-a-peer")).unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    // A peer that is not listening where we say: a clear error, not a hang.
+    let absent =
+        format!("/api/archivist/v1/connect/{}?addrs=/ip4/127.0.0.1/tcp/{}", b.peer_id(), free_port());
+    let response = reqwest::blocking::get(a.url(&absent)).unwrap();
+    assert!(response.status().is_success(), "already connected to b: dialling again is a no-op");
+}

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub log_level: Option<LogLevelSetter>,
     /// The peer-to-peer node, when one runs.
     pub network: Option<Arc<crate::net::p2p::P2pNetwork>>,
+    /// Retrieval from peers, when a network runs.
+    pub fetcher: Option<crate::dataset::Fetcher>,
 }
 
 impl ApiState {
@@ -51,7 +53,7 @@ impl ApiState {
         data_dir: PathBuf,
         listen_addrs: Vec<String>,
     ) -> ApiState {
-        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None, network: None }
+        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None, network: None, fetcher: None }
     }
 }
 
@@ -61,6 +63,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/data", get(routes::list_data).post(routes::upload))
         .route("/data/{cid}", get(routes::download).delete(routes::delete_data))
         .route("/data/{cid}/exists", get(routes::exists))
+        .route("/data/{cid}/network", post(routes::fetch_in_background))
+        .route("/data/{cid}/network/stream", get(routes::network_stream))
+        .route("/data/{cid}/network/manifest", get(routes::network_manifest))
         .route("/data/{cid}/status", get(routes::status))
         .route("/debug/chronicles/loglevel", post(routes::set_log_level))
         .route("/space", get(routes::space))

@@ -62,6 +62,10 @@ pub async fn upload(State(s): Shared, headers: HeaderMap, body: Body) -> Result<
     }
     let dataset = s.datasets.upload(body.into_data_stream(), UploadMeta { filename, mimetype }).await?;
     tracing::info!(cid = %cid_to_string(&dataset.cid), size_bytes = dataset.manifest.dataset_size_bytes, "stored dataset");
+    if let Some(fetcher) = s.fetcher.clone() {
+        let stored = dataset.clone();
+        tokio::spawn(async move { fetcher.advertise(&stored).await });
+    }
     Ok(cid_to_string(&dataset.cid))
 }
 
@@ -147,6 +151,75 @@ fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Resu
     }
     let body = Body::from_stream(s.datasets.read(manifest, range));
     Ok(response.body(body).expect("valid response parts"))
+}
+
+fn fetcher(s: &ApiState) -> Result<&crate::dataset::Fetcher, ApiError> {
+    s.fetcher.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running"))
+}
+
+impl From<crate::dataset::FetchError> for ApiError {
+    fn from(e: crate::dataset::FetchError) -> ApiError {
+        use crate::dataset::FetchError;
+        match e {
+            FetchError::NoProviders(_) | FetchError::Unavailable { .. } => ApiError::not_found(e.to_string()),
+            FetchError::BadManifest { .. } => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            FetchError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The manifest of a dataset, from this node or from the network (not stored until the data is).
+pub async fn network_manifest(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cid = manifest_cid_param(&cid)?;
+    let (manifest, _) = fetcher(&s)?.manifest(cid).await?;
+    Ok(Json(data_item(&Dataset { cid, manifest })))
+}
+
+/// Starts fetching a dataset into this node and answers at once with its manifest.
+pub async fn fetch_in_background(State(s): Shared, Path(cid): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cid = manifest_cid_param(&cid)?;
+    let fetcher = fetcher(&s)?.clone();
+    let (manifest, encoded) = fetcher.manifest(cid).await?;
+    if s.datasets.get(cid).await?.is_none() {
+        let stream = fetcher.stream(cid, manifest.clone(), encoded);
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(piece) = stream.next().await {
+                if piece.is_err() {
+                    break; // logged by the fetcher
+                }
+            }
+        });
+    }
+    Ok(Json(data_item(&Dataset { cid, manifest })))
+}
+
+/// Streams a dataset: from this node if stored here, else from the network while storing it.
+pub async fn network_stream(State(s): Shared, Path(cid): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let cid = manifest_cid_param(&cid)?;
+    if let Some(dataset) = s.datasets.get(cid).await? {
+        return serve_dataset(&s, &dataset.manifest, &headers);
+    }
+    let (manifest, encoded) = fetcher(&s)?.manifest(cid).await?;
+    let mut response = Response::builder()
+        .header(header::CONTENT_LENGTH, manifest.dataset_size_bytes)
+        .header(header::CONTENT_TYPE, manifest.mimetype.as_deref().unwrap_or("application/octet-stream"));
+    if let Some(name) = &manifest.filename
+        && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
+    {
+        response = response.header(header::CONTENT_DISPOSITION, value);
+    }
+    let body = Body::from_stream(fetcher(&s)?.stream(cid, manifest, encoded));
+    Ok(response.body(body).expect("valid response parts"))
+}
+
+fn manifest_cid_param(text: &str) -> Result<Cid, ApiError> {
+    let cid = cid_param(text)?;
+    if Codec::of(&cid) != Some(Codec::Manifest) {
+        return Err(ApiError::bad_request(format!("{text} is not a manifest (dataset) CID")));
+    }
+    Ok(cid)
 }
 
 pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<StatusCode, ApiError> {

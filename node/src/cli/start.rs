@@ -13,11 +13,12 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, reload};
 use super::StartArgs;
 use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
-use crate::dataset::Datasets;
+use crate::dataset::{Datasets, Fetcher};
+use crate::exchange::{EngineConfig, Exchange};
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pNetwork};
 use crate::runtime::Compute;
-use crate::store::{BlockStore, LmdbStore};
+use crate::store::{BlockStore, LmdbStore, SharedStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
@@ -104,14 +105,24 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the peer-to-peer network")?;
-    tokio::spawn(log_network_events(network.clone()));
 
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
-    let datasets = Datasets::new(Arc::new(store), Compute::Pool, config.block_size_bytes(), metrics);
+    let store: SharedStore = Arc::new(store);
+    let datasets = Datasets::new(store.clone(), Compute::Pool, config.block_size_bytes(), metrics);
+    let exchange = Exchange::start(network.clone(), store, EngineConfig::default());
+    let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), network.clone());
+    let advertiser = fetcher.clone();
+    tokio::spawn(async move {
+        match advertiser.advertise_all().await {
+            Ok(count) => tracing::info!(datasets = count, "advertised stored datasets"),
+            Err(e) => tracing::warn!(error = %e, "advertising stored datasets failed"),
+        }
+    });
     let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());
     state.log_level = Some(log_level);
     state.network = Some(network);
+    state.fetcher = Some(fetcher);
     let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -121,20 +132,6 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Drains network events until the block exchange consumes them.
-async fn log_network_events(network: Arc<P2pNetwork>) {
-    use crate::net::{NetEvent, Network};
-    while let Some(event) = network.next_event().await {
-        match event {
-            NetEvent::Connected(peer) => tracing::info!(%peer, "peer connected"),
-            NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
-            NetEvent::Message { from, payload } => {
-                tracing::debug!(%from, bytes = payload.len(), "block-exchange message")
-            }
-        }
-    }
 }
 
 /// Holds an exclusive lock on the data directory for the life of the node, so a second node

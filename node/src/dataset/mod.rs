@@ -6,6 +6,7 @@
 //! proofs are stored, and the manifest is committed last. Any failure (a broken stream, the
 //! quota, a dropped request) rolls the upload back; a crash is rolled back at the next open.
 
+mod network;
 mod upload;
 
 use std::ops::Range;
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::runtime::Compute;
 use crate::store::{SharedStore, StoreError};
 
+pub use self::network::{FETCH_WINDOW_BLOCKS, FetchError, Fetcher};
 pub use self::upload::{UploadError, UploadMeta};
 
 /// Bytes hashed and written per store transaction during an upload.

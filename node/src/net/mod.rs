@@ -74,6 +74,8 @@ pub trait Network: Send + Sync + 'static {
     fn connected_peers(&self) -> Vec<PeerId>;
     /// Connects to `peer`, at `addrs` (multiaddrs) if given, else at addresses found by lookup.
     async fn dial(&self, peer: &PeerId, addrs: &[String]) -> Result<(), NetError>;
+    /// Closes every connection to `peer` (it misbehaved).
+    async fn disconnect(&self, peer: &PeerId);
     /// Sends one protocol message to a connected peer.
     async fn send(&self, to: &PeerId, payload: Bytes) -> Result<(), NetError>;
     /// The next event; `None` once the network has shut down.

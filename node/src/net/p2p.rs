@@ -22,6 +22,8 @@ use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder, identify, kad, nois
 use tokio::sync::{mpsc, oneshot};
 
 use super::{NetError, NetEvent, Network, PeerId};
+use crate::content::Cid;
+use crate::discovery::{Discovery, DiscoveryError, PeerRecord};
 use crate::content::protobuf::put_varint;
 use crate::exchange::wire::{MESSAGE_SIZE_MAX_BYTES, frame_length};
 
@@ -66,6 +68,18 @@ pub enum P2pError {
 
 enum Command {
     Dial { peer: libp2p::PeerId, addrs: Vec<Multiaddr>, reply: oneshot::Sender<Result<(), NetError>> },
+    Disconnect { peer: libp2p::PeerId },
+    Provide { key: Vec<u8> },
+    Withdraw { key: Vec<u8> },
+    FindProviders { key: Vec<u8>, limit: usize, reply: oneshot::Sender<Vec<PeerRecord>> },
+    FindPeer { peer: libp2p::PeerId, reply: oneshot::Sender<Option<PeerRecord>> },
+}
+
+/// A provider lookup in progress.
+struct ProviderQuery {
+    found: BTreeSet<libp2p::PeerId>,
+    limit: usize,
+    reply: oneshot::Sender<Vec<PeerRecord>>,
 }
 
 /// What the swarm task shares with the handle.
@@ -233,6 +247,12 @@ impl Network for P2pNetwork {
         answer.await.map_err(|_| NetError::Closed)?
     }
 
+    async fn disconnect(&self, peer: &PeerId) {
+        if let Ok(peer) = from_port(peer) {
+            let _ = self.commands.send(Command::Disconnect { peer }).await;
+        }
+    }
+
     async fn send(&self, to: &PeerId, payload: Bytes) -> Result<(), NetError> {
         if payload.len() > MESSAGE_SIZE_MAX_BYTES {
             return Err(NetError::TooLarge {
@@ -246,6 +266,31 @@ impl Network for P2pNetwork {
 
     async fn next_event(&self) -> Option<NetEvent> {
         self.events.lock().await.recv().await
+    }
+}
+
+#[async_trait]
+impl Discovery for P2pNetwork {
+    async fn provide(&self, cid: Cid) -> Result<(), DiscoveryError> {
+        self.commands.send(Command::Provide { key: cid.to_bytes() }).await.map_err(|_| DiscoveryError::Timeout)
+    }
+
+    async fn withdraw(&self, cid: Cid) {
+        let _ = self.commands.send(Command::Withdraw { key: cid.to_bytes() }).await;
+    }
+
+    async fn find_providers(&self, cid: Cid, limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::FindProviders { key: cid.to_bytes(), limit, reply };
+        self.commands.send(command).await.map_err(|_| DiscoveryError::Timeout)?;
+        answer.await.map_err(|_| DiscoveryError::Timeout)
+    }
+
+    async fn find_peer(&self, peer: &PeerId) -> Result<Option<PeerRecord>, DiscoveryError> {
+        let peer = from_port(peer).map_err(|_| DiscoveryError::NoPeers)?;
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::FindPeer { peer, reply }).await.map_err(|_| DiscoveryError::Timeout)?;
+        answer.await.map_err(|_| DiscoveryError::Timeout)
     }
 }
 
@@ -302,6 +347,9 @@ async fn run_swarm(
 ) {
     let mut dials: HashMap<libp2p::PeerId, Vec<oneshot::Sender<Result<(), NetError>>>> = HashMap::new();
     let mut bootstrapped = false;
+    let mut provider_queries: HashMap<kad::QueryId, ProviderQuery> = HashMap::new();
+    let mut peer_queries: HashMap<kad::QueryId, (libp2p::PeerId, oneshot::Sender<Option<PeerRecord>>)> = HashMap::new();
+    let local = *swarm.local_peer_id();
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -319,6 +367,21 @@ async fn run_swarm(
                         Ok(()) => dials.entry(peer).or_default().push(reply),
                         Err(e) => { let _ = reply.send(Err(NetError::Dial(e.to_string()))); }
                     }
+                }
+                Some(Command::Disconnect { peer }) => { let _ = swarm.disconnect_peer_id(peer); }
+                Some(Command::Provide { key }) => {
+                    if let Err(e) = swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&key)) {
+                        tracing::warn!(error = %e, "storing a provider record failed");
+                    }
+                }
+                Some(Command::Withdraw { key }) => swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&key)),
+                Some(Command::FindProviders { key, limit, reply }) => {
+                    let id = swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&key));
+                    provider_queries.insert(id, ProviderQuery { found: BTreeSet::new(), limit, reply });
+                }
+                Some(Command::FindPeer { peer, reply }) => {
+                    let id = swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    peer_queries.insert(id, (peer, reply));
                 }
             },
             event = swarm.select_next_some() => match event {
@@ -357,6 +420,34 @@ async fn run_swarm(
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                     for addr in info.listen_addrs {
                         swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })) => {
+                    match result {
+                        kad::QueryResult::GetProviders(found) => {
+                            let Some(query) = provider_queries.get_mut(&id) else { continue };
+                            if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = found {
+                                query.found.extend(providers.into_iter().filter(|p| *p != local));
+                            }
+                            if step.last || query.found.len() >= query.limit {
+                                if let Some(mut running) = swarm.behaviour_mut().kad.query_mut(&id) {
+                                    running.finish();
+                                }
+                                let query = provider_queries.remove(&id).expect("present");
+                                let records = query.found.iter().take(query.limit).map(|p| PeerRecord { peer: to_port(p), addrs: Vec::new() }).collect();
+                                let _ = query.reply.send(records);
+                            }
+                        }
+                        kad::QueryResult::GetClosestPeers(found) if step.last => {
+                            let Some((target, reply)) = peer_queries.remove(&id) else { continue };
+                            let record = found.ok().and_then(|ok| ok.peers.into_iter().find(|p| p.peer_id == target)).map(|p| PeerRecord {
+                                peer: to_port(&p.peer_id),
+                                addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                            });
+                            let _ = reply.send(record);
+                        }
+                        kad::QueryResult::StartProviding(Err(e)) => tracing::debug!(error = %e, "provider record not stored on enough peers"),
+                        _ => {}
                     }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {

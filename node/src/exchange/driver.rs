@@ -1,0 +1,163 @@
+//! Drives the [`Engine`] over the network port and answers peers from the block store.
+//!
+//! One task owns the engine. It feeds it network events, want requests from node logic and
+//! the store's answers to peers' requests, and after every input drains it: verified blocks go
+//! to whoever wanted them, messages go to the network, misbehaving peers are disconnected.
+//! Store lookups run on their own tasks so a slow disk never stalls the protocol.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::engine::{Answer, Engine, EngineConfig, Event};
+use super::wire::{BlockAddress, Message};
+use crate::content::{Cid, Codec};
+use crate::merkle::MerkleProof;
+use crate::net::{NetEvent, Network, PeerId};
+use crate::store::SharedStore;
+
+/// The outcome of one want.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// The block, verified against its address.
+    Block { address: BlockAddress, cid: Cid, data: Bytes, proof: Option<MerkleProof> },
+    /// No provider could deliver it.
+    Unavailable { address: BlockAddress },
+}
+
+enum Command {
+    Want { addresses: Vec<BlockAddress>, providers: Vec<PeerId>, results: mpsc::UnboundedSender<Fetched> },
+    Cancel { addresses: Vec<BlockAddress> },
+}
+
+/// A handle to the running block exchange.
+#[derive(Clone)]
+pub struct Exchange {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Exchange {
+    /// Starts the driver task.
+    pub fn start(network: Arc<dyn Network>, store: SharedStore, config: EngineConfig) -> Exchange {
+        let (commands, rx) = mpsc::channel(256);
+        tokio::spawn(run(network, store, Engine::new(config), rx));
+        Exchange { commands }
+    }
+
+    /// Asks `providers` for `addresses`; each outcome arrives on `results`.
+    pub async fn want(&self, addresses: Vec<BlockAddress>, providers: Vec<PeerId>, results: mpsc::UnboundedSender<Fetched>) {
+        let _ = self.commands.send(Command::Want { addresses, providers, results }).await;
+    }
+
+    /// Withdraws wants nobody needs any more.
+    pub async fn cancel(&self, addresses: Vec<BlockAddress>) {
+        let _ = self.commands.send(Command::Cancel { addresses }).await;
+    }
+}
+
+/// What this node answers a peer that wants `address`.
+pub async fn lookup(store: &SharedStore, address: &BlockAddress) -> Answer {
+    let found = match address {
+        BlockAddress::Cid(cid) if Codec::of(cid) == Some(Codec::Manifest) => {
+            store.get_manifest(*cid).await.ok().flatten().map(|data| Answer::Block { cid: *cid, data, proof: None })
+        }
+        BlockAddress::Cid(cid) => {
+            store.get_block(*cid).await.ok().flatten().map(|data| Answer::Block { cid: *cid, data, proof: None })
+        }
+        BlockAddress::Leaf { tree, index } => match store.get_leaf(*tree, *index).await {
+            Ok(Some(leaf)) => store.get_block(leaf.block_cid).await.ok().flatten().map(|data| Answer::Block {
+                cid: leaf.block_cid,
+                data,
+                proof: Some(leaf.proof),
+            }),
+            _ => None,
+        },
+    };
+    found.unwrap_or(Answer::DontHave)
+}
+
+async fn run(network: Arc<dyn Network>, store: SharedStore, mut engine: Engine, mut commands: mpsc::Receiver<Command>) {
+    let (answers_tx, mut answers) = mpsc::unbounded_channel::<(PeerId, BlockAddress, Answer)>();
+    let mut subscribers: BTreeMap<BlockAddress, Vec<mpsc::UnboundedSender<Fetched>>> = BTreeMap::new();
+    for peer in network.connected_peers() {
+        engine.handle_connected(peer);
+    }
+    loop {
+        let deadline = engine.poll_timeout();
+        tokio::select! {
+            event = network.next_event() => {
+                let now = Instant::now();
+                match event {
+                    None => return,
+                    Some(NetEvent::Connected(peer)) => engine.handle_connected(peer),
+                    Some(NetEvent::Disconnected(peer)) => engine.handle_disconnected(now, &peer),
+                    Some(NetEvent::Message { from, payload }) => match Message::decode(&payload) {
+                        Ok(message) => engine.handle_message(now, &from, message),
+                        Err(e) => {
+                            tracing::warn!(peer = %from, error = %e, "malformed block-exchange message; disconnecting");
+                            network.disconnect(&from).await;
+                        }
+                    },
+                }
+            }
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Want { addresses, providers, results }) => {
+                    let now = Instant::now();
+                    for address in addresses {
+                        subscribers.entry(address.clone()).or_default().push(results.clone());
+                        engine.want(now, address, providers.iter().cloned());
+                    }
+                }
+                Some(Command::Cancel { addresses }) => {
+                    for address in addresses {
+                        subscribers.remove(&address);
+                        engine.cancel(&address);
+                    }
+                }
+            },
+            Some((peer, address, answer)) = answers.recv() => engine.serve(&peer, address, answer),
+            () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+        }
+        while let Some(event) = engine.poll_event() {
+            match event {
+                Event::Received { address, cid, data, proof, .. } => {
+                    for subscriber in subscribers.remove(&address).unwrap_or_default() {
+                        let _ = subscriber.send(Fetched::Block { address: address.clone(), cid, data: data.clone(), proof: proof.clone() });
+                    }
+                }
+                Event::Unavailable { address } => {
+                    for subscriber in subscribers.remove(&address).unwrap_or_default() {
+                        let _ = subscriber.send(Fetched::Unavailable { address: address.clone() });
+                    }
+                }
+                Event::Requested { peer, address, .. } => {
+                    let (store, answers) = (store.clone(), answers_tx.clone());
+                    tokio::spawn(async move {
+                        let answer = lookup(&store, &address).await;
+                        let _ = answers.send((peer, address, answer));
+                    });
+                }
+                Event::Disconnect { peer, .. } => network.disconnect(&peer).await,
+            }
+        }
+        while let Some((peer, message)) = engine.poll_transmit() {
+            let network = network.clone();
+            tokio::spawn(async move {
+                if let Err(e) = network.send(&peer, Bytes::from(message.encode())).await {
+                    tracing::debug!(%peer, error = %e, "sending a block-exchange message failed");
+                }
+            });
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

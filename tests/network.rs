@@ -63,6 +63,29 @@ impl Node {
             .collect()
     }
 
+    fn v1(&self, path: &str) -> String {
+        self.url(&format!("/api/archivist/v1{path}"))
+    }
+
+    fn upload(&self, data: &[u8]) -> String {
+        let response =
+            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
+        assert!(response.status().is_success());
+        response.text().unwrap()
+    }
+
+    fn stream_from_network(&self, cid: &str) -> Vec<u8> {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let response = client.get(self.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.bytes().unwrap().to_vec()
+    }
+
+    fn lists(&self, cid: &str) -> bool {
+        let list: Value = reqwest::blocking::get(self.v1("/data")).unwrap().json().unwrap();
+        list["content"].as_array().unwrap().iter().any(|d| d["cid"] == cid)
+    }
+
     fn peer_count(&self) -> u64 {
         let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
         metrics.lines().find_map(|l| l.strip_prefix("peer_count ")).unwrap().parse().unwrap()
@@ -74,6 +97,13 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
 }
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
@@ -133,4 +163,62 @@ fn connect_route_dials_a_peer_by_address() {
         format!("/api/archivist/v1/connect/{}?addrs=/ip4/127.0.0.1/tcp/{}", b.peer_id(), free_port());
     let response = reqwest::blocking::get(a.url(&absent)).unwrap();
     assert!(response.status().is_success(), "already connected to b: dialling again is a no-op");
+}
+
+#[test]
+fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(dir.path(), "n1", None);
+    let address = n1.address();
+    let nodes: Vec<Node> =
+        (2..=5).map(|i| Node::start(dir.path(), &format!("n{i}"), Some(&address))).collect();
+    let (n2, n4, n5) = (&nodes[0], &nodes[2], &nodes[3]);
+    let data = random(5 * 1024 * 1024 + 99, 21);
+    let cid = n2.upload(&data);
+    // The manifest is found without storing the dataset.
+    let item: Value =
+        reqwest::blocking::get(n4.v1(&format!("/data/{cid}/network/manifest"))).unwrap().json().unwrap();
+    assert_eq!(item["manifest"]["datasetSize"], data.len());
+    assert!(!n4.lists(&cid));
+    // Node 5 never dialled node 2 by hand: it finds it as a provider in the DHT.
+    assert_eq!(n5.stream_from_network(&cid), data);
+    wait_for(|| n5.lists(&cid), "node 5 keeps the dataset");
+    let local = reqwest::blocking::get(n5.v1(&format!("/data/{cid}"))).unwrap().bytes().unwrap();
+    assert_eq!(local.as_ref(), data.as_slice());
+}
+
+#[test]
+fn a_download_survives_the_first_provider_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(dir.path(), "n1", None);
+    let address = n1.address();
+    let n2 = Node::start(dir.path(), "n2", Some(&address));
+    let n3 = Node::start(dir.path(), "n3", Some(&address));
+    let n4 = Node::start(dir.path(), "n4", Some(&address));
+    let data = random(3 * 1024 * 1024, 22);
+    let cid = n2.upload(&data);
+    // Node 3 copies the dataset in the background, becoming a second provider.
+    let fetch = reqwest::blocking::Client::new().post(n3.v1(&format!("/data/{cid}/network"))).send().unwrap();
+    assert!(fetch.status().is_success());
+    wait_for(|| n3.lists(&cid), "node 3 holds a copy");
+    drop(n2); // the original uploader leaves
+    assert_eq!(n4.stream_from_network(&cid), data);
+}
+
+#[test]
+fn unknown_content_is_a_clear_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(dir.path(), "n1", None);
+    let n2 = Node::start(dir.path(), "n2", Some(&n1.address()));
+    wait_for(|| n2.peer_count() == 1, "connected");
+    let missing = "zDvZRwzm1NupFAhAYJoPbRHFzhteH6omdGWzY2Ppw881VkWtjYYM";
+    let response = reqwest::blocking::get(n2.v1(&format!("/data/{missing}/network/stream"))).unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: Value = response.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("no peer provides"), "{body}");
+    let not_manifest = reqwest::blocking::get(
+        n2.v1("/data/bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/network/stream"),
+    )
+    .unwrap();
+    assert_eq!(not_manifest.status().as_u16(), 400);
 }

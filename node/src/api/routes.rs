@@ -154,7 +154,9 @@ fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Resu
 }
 
 fn fetcher(s: &ApiState) -> Result<&crate::dataset::Fetcher, ApiError> {
-    s.fetcher.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running"))
+    s.fetcher
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running"))
 }
 
 impl From<crate::dataset::FetchError> for ApiError {
@@ -196,7 +198,11 @@ pub async fn fetch_in_background(State(s): Shared, Path(cid): Path<String>) -> R
 }
 
 /// Streams a dataset: from this node if stored here, else from the network while storing it.
-pub async fn network_stream(State(s): Shared, Path(cid): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn network_stream(
+    State(s): Shared,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let cid = manifest_cid_param(&cid)?;
     if let Some(dataset) = s.datasets.get(cid).await? {
         return serve_dataset(&s, &dataset.manifest, &headers);

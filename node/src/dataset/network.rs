@@ -49,7 +49,12 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(datasets: Datasets, exchange: Exchange, network: Arc<dyn Network>, discovery: Arc<dyn Discovery>) -> Fetcher {
+    pub fn new(
+        datasets: Datasets,
+        exchange: Exchange,
+        network: Arc<dyn Network>,
+        discovery: Arc<dyn Discovery>,
+    ) -> Fetcher {
         Fetcher { datasets, exchange, network, discovery }
     }
 
@@ -105,7 +110,12 @@ impl Fetcher {
     /// Streams the dataset's bytes in order while fetching and storing its blocks. When the
     /// stream ends without error the dataset is stored and listed here. Dropping the stream
     /// abandons the fetch and rolls back what was stored.
-    pub fn stream(&self, cid: Cid, manifest: Manifest, encoded: Bytes) -> impl Stream<Item = Result<Bytes, FetchError>> + Send + 'static {
+    pub fn stream(
+        &self,
+        cid: Cid,
+        manifest: Manifest,
+        encoded: Bytes,
+    ) -> impl Stream<Item = Result<Bytes, FetchError>> + Send + 'static {
         let (tx, rx) = mpsc::channel(8);
         let fetcher = self.clone();
         tokio::spawn(async move {
@@ -117,7 +127,13 @@ impl Fetcher {
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
 
-    async fn fetch(&self, cid: Cid, manifest: &Manifest, encoded: Bytes, out: &mpsc::Sender<Result<Bytes, FetchError>>) -> Result<(), FetchError> {
+    async fn fetch(
+        &self,
+        cid: Cid,
+        manifest: &Manifest,
+        encoded: Bytes,
+        out: &mpsc::Sender<Result<Bytes, FetchError>>,
+    ) -> Result<(), FetchError> {
         let store = self.datasets.store().clone();
         let tree = manifest.tree_cid;
         let blocks_count = manifest.blocks_count();
@@ -138,22 +154,33 @@ impl Fetcher {
             while next_emit < blocks_count {
                 let until = (next_emit + FETCH_WINDOW_BLOCKS).min(blocks_count);
                 if next_want < until {
-                    let addresses = (next_want..until).map(|index| BlockAddress::Leaf { tree, index }).collect();
+                    let addresses =
+                        (next_want..until).map(|index| BlockAddress::Leaf { tree, index }).collect();
                     self.exchange.want(addresses, providers.clone(), tx.clone()).await;
                     next_want = until;
                 }
                 match rx.recv().await.expect("the driver outlives fetches") {
-                    Fetched::Block { address: BlockAddress::Leaf { index, .. }, cid: block_cid, data, proof: Some(proof) } => {
-                        let block = Block::verified(block_cid, data).ok_or(FetchError::Unavailable { cid: cid_to_string(&cid), index })?;
+                    Fetched::Block {
+                        address: BlockAddress::Leaf { index, .. },
+                        cid: block_cid,
+                        data,
+                        proof: Some(proof),
+                    } => {
+                        let block = Block::verified(block_cid, data)
+                            .ok_or(FetchError::Unavailable { cid: cid_to_string(&cid), index })?;
                         arrived.insert(index, (block, LeafEntry { block_cid, proof }));
                     }
-                    Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } } if lookups < LOOKUPS_MAX => {
+                    Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } }
+                        if lookups < LOOKUPS_MAX =>
+                    {
                         lookups += 1;
                         let more = self.providers(tree).await;
                         providers.extend(more);
                         providers.sort();
                         providers.dedup();
-                        self.exchange.want(vec![BlockAddress::Leaf { tree, index }], providers.clone(), tx.clone()).await;
+                        self.exchange
+                            .want(vec![BlockAddress::Leaf { tree, index }], providers.clone(), tx.clone())
+                            .await;
                     }
                     Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } } => {
                         return Err(FetchError::Unavailable { cid: cid_to_string(&cid), index });
@@ -162,12 +189,19 @@ impl Fetcher {
                 }
                 while let Some(entry) = arrived.remove(&next_emit) {
                     let end = ((next_emit + 1) * block_size).min(manifest.dataset_size_bytes);
-                    let piece = entry.0.data().slice(0..(end.saturating_sub(next_emit * block_size)) as usize);
+                    let piece =
+                        entry.0.data().slice(0..(end.saturating_sub(next_emit * block_size)) as usize);
                     self.datasets.metrics().download_bytes.inc_by(piece.len() as u64);
                     batch.push(entry);
                     next_emit += 1;
                     if out.send(Ok(piece)).await.is_err() {
-                        self.exchange.cancel((next_emit..next_want).map(|index| BlockAddress::Leaf { tree, index }).collect()).await;
+                        self.exchange
+                            .cancel(
+                                (next_emit..next_want)
+                                    .map(|index| BlockAddress::Leaf { tree, index })
+                                    .collect(),
+                            )
+                            .await;
                         return Err(FetchError::Store(StoreError::Backend("the reader went away".into())));
                     }
                     if batch.len() == FETCH_WRITE_BATCH_BLOCKS {
@@ -212,5 +246,6 @@ async fn flush(
 }
 
 fn decode(cid: Cid, encoded: &[u8]) -> Result<Manifest, FetchError> {
-    Manifest::decode(encoded).map_err(|e| FetchError::BadManifest { cid: cid_to_string(&cid), error: e.to_string() })
+    Manifest::decode(encoded)
+        .map_err(|e| FetchError::BadManifest { cid: cid_to_string(&cid), error: e.to_string() })
 }

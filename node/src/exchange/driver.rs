@@ -48,7 +48,12 @@ impl Exchange {
     }
 
     /// Asks `providers` for `addresses`; each outcome arrives on `results`.
-    pub async fn want(&self, addresses: Vec<BlockAddress>, providers: Vec<PeerId>, results: mpsc::UnboundedSender<Fetched>) {
+    pub async fn want(
+        &self,
+        addresses: Vec<BlockAddress>,
+        providers: Vec<PeerId>,
+        results: mpsc::UnboundedSender<Fetched>,
+    ) {
         let _ = self.commands.send(Command::Want { addresses, providers, results }).await;
     }
 
@@ -61,25 +66,36 @@ impl Exchange {
 /// What this node answers a peer that wants `address`.
 pub async fn lookup(store: &SharedStore, address: &BlockAddress) -> Answer {
     let found = match address {
-        BlockAddress::Cid(cid) if Codec::of(cid) == Some(Codec::Manifest) => {
-            store.get_manifest(*cid).await.ok().flatten().map(|data| Answer::Block { cid: *cid, data, proof: None })
-        }
-        BlockAddress::Cid(cid) => {
-            store.get_block(*cid).await.ok().flatten().map(|data| Answer::Block { cid: *cid, data, proof: None })
-        }
+        BlockAddress::Cid(cid) if Codec::of(cid) == Some(Codec::Manifest) => store
+            .get_manifest(*cid)
+            .await
+            .ok()
+            .flatten()
+            .map(|data| Answer::Block { cid: *cid, data, proof: None }),
+        BlockAddress::Cid(cid) => store.get_block(*cid).await.ok().flatten().map(|data| Answer::Block {
+            cid: *cid,
+            data,
+            proof: None,
+        }),
         BlockAddress::Leaf { tree, index } => match store.get_leaf(*tree, *index).await {
-            Ok(Some(leaf)) => store.get_block(leaf.block_cid).await.ok().flatten().map(|data| Answer::Block {
-                cid: leaf.block_cid,
-                data,
-                proof: Some(leaf.proof),
-            }),
+            Ok(Some(leaf)) => store
+                .get_block(leaf.block_cid)
+                .await
+                .ok()
+                .flatten()
+                .map(|data| Answer::Block { cid: leaf.block_cid, data, proof: Some(leaf.proof) }),
             _ => None,
         },
     };
     found.unwrap_or(Answer::DontHave)
 }
 
-async fn run(network: Arc<dyn Network>, store: SharedStore, mut engine: Engine, mut commands: mpsc::Receiver<Command>) {
+async fn run(
+    network: Arc<dyn Network>,
+    store: SharedStore,
+    mut engine: Engine,
+    mut commands: mpsc::Receiver<Command>,
+) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<(PeerId, BlockAddress, Answer)>();
     let mut subscribers: BTreeMap<BlockAddress, Vec<mpsc::UnboundedSender<Fetched>>> = BTreeMap::new();
     for peer in network.connected_peers() {
@@ -126,7 +142,12 @@ async fn run(network: Arc<dyn Network>, store: SharedStore, mut engine: Engine, 
             match event {
                 Event::Received { address, cid, data, proof, .. } => {
                     for subscriber in subscribers.remove(&address).unwrap_or_default() {
-                        let _ = subscriber.send(Fetched::Block { address: address.clone(), cid, data: data.clone(), proof: proof.clone() });
+                        let _ = subscriber.send(Fetched::Block {
+                            address: address.clone(),
+                            cid,
+                            data: data.clone(),
+                            proof: proof.clone(),
+                        });
                     }
                 }
                 Event::Unavailable { address } => {

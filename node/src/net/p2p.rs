@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{NetError, NetEvent, Network, PeerId};
 use crate::content::Cid;
-use crate::discovery::{Discovery, DiscoveryError, PeerRecord};
 use crate::content::protobuf::put_varint;
+use crate::discovery::{Discovery, DiscoveryError, PeerRecord};
 use crate::exchange::wire::{MESSAGE_SIZE_MAX_BYTES, frame_length};
 
 /// The block-exchange protocol as libp2p negotiates it.
@@ -272,7 +272,10 @@ impl Network for P2pNetwork {
 #[async_trait]
 impl Discovery for P2pNetwork {
     async fn provide(&self, cid: Cid) -> Result<(), DiscoveryError> {
-        self.commands.send(Command::Provide { key: cid.to_bytes() }).await.map_err(|_| DiscoveryError::Timeout)
+        self.commands
+            .send(Command::Provide { key: cid.to_bytes() })
+            .await
+            .map_err(|_| DiscoveryError::Timeout)
     }
 
     async fn withdraw(&self, cid: Cid) {
@@ -348,7 +351,8 @@ async fn run_swarm(
     let mut dials: HashMap<libp2p::PeerId, Vec<oneshot::Sender<Result<(), NetError>>>> = HashMap::new();
     let mut bootstrapped = false;
     let mut provider_queries: HashMap<kad::QueryId, ProviderQuery> = HashMap::new();
-    let mut peer_queries: HashMap<kad::QueryId, (libp2p::PeerId, oneshot::Sender<Option<PeerRecord>>)> = HashMap::new();
+    let mut peer_queries: HashMap<kad::QueryId, (libp2p::PeerId, oneshot::Sender<Option<PeerRecord>>)> =
+        HashMap::new();
     let local = *swarm.local_peer_id();
     loop {
         tokio::select! {

@@ -19,3 +19,20 @@ pub fn sha256_single_core(c: &mut criterion::Criterion) {
     group.bench_function("single_core_64MiB", |b| b.iter(|| Sha256::digest(&data)));
     group.finish();
 }
+
+/// Prints the 50th, 95th and 99th percentiles of `samples` in milliseconds.
+pub fn report_percentiles(name: &str, samples: &mut [std::time::Duration]) {
+    if samples.is_empty() {
+        return;
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name}: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} samples",
+        ms(at(0.50)),
+        ms(at(0.95)),
+        ms(at(0.99)),
+        samples.len()
+    );
+}

@@ -86,9 +86,19 @@ impl Node {
         list["content"].as_array().unwrap().iter().any(|d| d["cid"] == cid)
     }
 
-    fn peer_count(&self) -> u64 {
+    fn metric(&self, name: &str) -> u64 {
         let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
-        metrics.lines().find_map(|l| l.strip_prefix("peer_count ")).unwrap().parse().unwrap()
+        let prefix = format!("{name} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn peer_count(&self) -> u64 {
+        self.metric("peer_count")
     }
 }
 
@@ -183,6 +193,11 @@ fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
     // Node 5 never dialled node 2 by hand: it finds it as a provider in the DHT.
     assert_eq!(n5.stream_from_network(&cid), data);
     wait_for(|| n5.lists(&cid), "node 5 keeps the dataset");
+    let blocks = data.len().div_ceil(65_536) as u64;
+    // Every leaf, plus the manifest.
+    assert_eq!(n5.metric("blocks_received_total"), blocks + 1);
+    assert!(n2.metric("blocks_sent_total") > blocks);
+    assert_eq!(n5.metric("want_list_size"), 0);
     let local = reqwest::blocking::get(n5.v1(&format!("/data/{cid}"))).unwrap().bytes().unwrap();
     assert_eq!(local.as_ref(), data.as_slice());
 }

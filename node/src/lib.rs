@@ -34,6 +34,8 @@ pub mod api;
 pub mod cli;
 #[cfg(feature = "production")]
 pub mod identity;
+#[cfg(feature = "production")]
+pub mod services;
 
 /// The version of this build, as `neverust --version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

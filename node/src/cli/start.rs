@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tracing_subscriber::layer::SubscriberExt;
@@ -13,12 +12,10 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, reload};
 use super::StartArgs;
 use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
-use crate::dataset::{Datasets, Fetcher};
-use crate::exchange::{EngineConfig, Exchange};
+use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
-use crate::net::p2p::{P2pConfig, P2pNetwork};
-use crate::runtime::Compute;
-use crate::store::{BlockStore, LmdbStore, SharedStore};
+use crate::services::{Services, ServicesConfig};
+use crate::store::{BlockStore, LmdbStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
@@ -95,23 +92,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         block_size_bytes = config.block_size.0,
         "store open"
     );
-    let network = P2pNetwork::start(
-        keypair,
-        P2pConfig {
-            listen_addrs: config.listen_addrs.clone(),
-            bootstrap: config.bootstrap_node.clone(),
-            idle_timeout: Duration::from_secs(300),
-        },
-    )
-    .await
-    .context("starting the peer-to-peer network")?;
-
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
-    let store: SharedStore = Arc::new(store);
-    let datasets = Datasets::new(store.clone(), Compute::Pool, config.block_size_bytes(), metrics);
-    let exchange = Exchange::start(network.clone(), store, EngineConfig::default());
-    let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), network.clone());
+    let services_config = ServicesConfig {
+        block_size_bytes: config.block_size_bytes(),
+        listen_addrs: config.listen_addrs.clone(),
+        bootstrap: config.bootstrap_node.clone(),
+        engine: EngineConfig::default(),
+    };
+    let Services { datasets, network, fetcher } =
+        Services::start(Arc::new(store), keypair, services_config, metrics)
+            .await
+            .context("starting the peer-to-peer network")?;
     let advertiser = fetcher.clone();
     tokio::spawn(async move {
         match advertiser.advertise_all().await {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use super::engine::{Answer, Engine, EngineConfig, Event};
 use super::wire::{BlockAddress, Message};
 use crate::content::{Cid, Codec};
 use crate::merkle::MerkleProof;
+use crate::metrics::Metrics;
 use crate::net::{NetEvent, Network, PeerId};
 use crate::store::SharedStore;
 
@@ -41,9 +43,14 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts the driver task.
-    pub fn start(network: Arc<dyn Network>, store: SharedStore, config: EngineConfig) -> Exchange {
+    pub fn start(
+        network: Arc<dyn Network>,
+        store: SharedStore,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Exchange {
         let (commands, rx) = mpsc::channel(256);
-        tokio::spawn(run(network, store, Engine::new(config), rx));
+        tokio::spawn(run(network, store, Engine::new(config), rx, metrics));
         Exchange { commands }
     }
 
@@ -90,12 +97,17 @@ pub async fn lookup(store: &SharedStore, address: &BlockAddress) -> Answer {
     found.unwrap_or(Answer::DontHave)
 }
 
+/// How often peer scores are sampled into the `peer_score` histogram.
+const SCORE_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
+
 async fn run(
     network: Arc<dyn Network>,
     store: SharedStore,
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
+    metrics: Arc<Metrics>,
 ) {
+    let mut sample_scores = tokio::time::interval(SCORE_SAMPLE_INTERVAL);
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<(PeerId, BlockAddress, Answer)>();
     let mut subscribers: BTreeMap<BlockAddress, Vec<mpsc::UnboundedSender<Fetched>>> = BTreeMap::new();
     for peer in network.connected_peers() {
@@ -137,10 +149,17 @@ async fn run(
             },
             Some((peer, address, answer)) = answers.recv() => engine.serve(&peer, address, answer),
             () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+            _ = sample_scores.tick() => {
+                for (_, score) in engine.scores() {
+                    metrics.peer_score.observe(f64::from(score));
+                }
+            }
         }
         while let Some(event) = engine.poll_event() {
             match event {
                 Event::Received { address, cid, data, proof, .. } => {
+                    metrics.blocks_received.inc();
+                    metrics.block_bytes_received.inc_by(data.len() as u64);
                     for subscriber in subscribers.remove(&address).unwrap_or_default() {
                         let _ = subscriber.send(Fetched::Block {
                             address: address.clone(),
@@ -156,15 +175,20 @@ async fn run(
                     }
                 }
                 Event::Requested { peer, address, .. } => {
-                    let (store, answers) = (store.clone(), answers_tx.clone());
+                    let (store, answers, metrics) = (store.clone(), answers_tx.clone(), metrics.clone());
                     tokio::spawn(async move {
                         let answer = lookup(&store, &address).await;
+                        if let Answer::Block { data, .. } = &answer {
+                            metrics.blocks_sent.inc();
+                            metrics.block_bytes_sent.inc_by(data.len() as u64);
+                        }
                         let _ = answers.send((peer, address, answer));
                     });
                 }
                 Event::Disconnect { peer, .. } => network.disconnect(&peer).await,
             }
         }
+        metrics.want_list_size.set(engine.wants_count() as i64);
         while let Some((peer, message)) = engine.poll_transmit() {
             let network = network.clone();
             tokio::spawn(async move {

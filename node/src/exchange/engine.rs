@@ -128,6 +128,11 @@ impl Engine {
         self.peers.get(peer).map(|p| p.score)
     }
 
+    /// Scores of the peers the engine knows.
+    pub fn scores(&self) -> impl Iterator<Item = (&PeerId, i32)> {
+        self.peers.iter().map(|(peer, state)| (peer, state.score))
+    }
+
     /// Our outstanding wants.
     pub fn wants_count(&self) -> usize {
         self.wants.len()

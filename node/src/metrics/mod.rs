@@ -37,6 +37,13 @@ pub struct Metrics {
     pub download_bytes: Counter,
     pub uploads_completed: Counter,
     pub uploads_failed: Counter,
+    pub blocks_sent: Counter,
+    pub blocks_received: Counter,
+    pub block_bytes_sent: Counter,
+    pub block_bytes_received: Counter,
+    pub want_list_size: Gauge,
+    /// Scores of connected peers, sampled periodically by the block exchange.
+    pub peer_score: Histogram,
 }
 
 impl Default for Metrics {
@@ -60,6 +67,12 @@ impl Metrics {
         let download_bytes = Counter::default();
         let uploads_completed = Counter::default();
         let uploads_failed = Counter::default();
+        let blocks_sent = Counter::default();
+        let blocks_received = Counter::default();
+        let block_bytes_sent = Counter::default();
+        let block_bytes_received = Counter::default();
+        let want_list_size = Gauge::default();
+        let peer_score = Histogram::new([-200.0, -100.0, -50.0, -10.0, 0.0, 10.0, 50.0, 100.0]);
         registry.register("blocks_stored", "Distinct blocks held in the store", blocks_stored.clone());
         registry.register("bytes_stored", "Bytes of distinct blocks held in the store", bytes_stored.clone());
         registry.register("quota_max_bytes", "Storage quota", quota_max_bytes.clone());
@@ -78,8 +91,24 @@ impl Metrics {
             "Uploads rolled back (bad input, quota, disconnect)",
             uploads_failed.clone(),
         );
+        registry.register("blocks_sent", "Blocks sent to peers", blocks_sent.clone());
+        registry.register("blocks_received", "Verified blocks received from peers", blocks_received.clone());
+        registry.register("block_bytes_sent", "Block bytes sent to peers", block_bytes_sent.clone());
+        registry.register(
+            "block_bytes_received",
+            "Verified block bytes received from peers",
+            block_bytes_received.clone(),
+        );
+        registry.register("want_list_size", "Blocks this node wants from peers", want_list_size.clone());
+        registry.register("peer_score", "Scores of connected peers, sampled every 30 s", peer_score.clone());
         Metrics {
             registry,
+            blocks_sent,
+            blocks_received,
+            block_bytes_sent,
+            block_bytes_received,
+            want_list_size,
+            peer_score,
             blocks_stored,
             bytes_stored,
             quota_max_bytes,

@@ -1,0 +1,56 @@
+//! Assembling a node's services from its adapters (production): the dataset service over a
+//! store, the libp2p network, the block exchange and network retrieval. The binary, the
+//! benchmarks and embedded uses all start a node this way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+
+use crate::dataset::{Datasets, Fetcher};
+use crate::exchange::{EngineConfig, Exchange};
+use crate::metrics::Metrics;
+use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
+use crate::runtime::Compute;
+use crate::store::SharedStore;
+
+/// A running node's services.
+#[derive(Clone)]
+pub struct Services {
+    pub datasets: Datasets,
+    pub network: Arc<P2pNetwork>,
+    pub fetcher: Fetcher,
+}
+
+/// What [`Services::start`] needs besides the store and the key.
+#[derive(Clone, Debug)]
+pub struct ServicesConfig {
+    pub block_size_bytes: usize,
+    pub listen_addrs: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub engine: EngineConfig,
+}
+
+impl Services {
+    /// Starts the network and the block exchange over `store`.
+    pub async fn start(
+        store: SharedStore,
+        keypair: Keypair,
+        config: ServicesConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Services, P2pError> {
+        let network = P2pNetwork::start(
+            keypair,
+            P2pConfig {
+                listen_addrs: config.listen_addrs,
+                bootstrap: config.bootstrap,
+                idle_timeout: Duration::from_secs(300),
+            },
+        )
+        .await?;
+        let datasets = Datasets::new(store.clone(), Compute::Pool, config.block_size_bytes, metrics.clone());
+        let exchange = Exchange::start(network.clone(), store, config.engine, metrics);
+        let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), network.clone());
+        Ok(Services { datasets, network, fetcher })
+    }
+}

@@ -74,7 +74,7 @@ pub trait Network: Send + Sync + 'static {
     fn connected_peers(&self) -> Vec<PeerId>;
     /// Connects to `peer`, at `addrs` (multiaddrs) if given, else at addresses found by lookup.
     async fn dial(&self, peer: &PeerId, addrs: &[String]) -> Result<(), NetError>;
-    /// Closes every connection to `peer` (it misbehaved).
+    /// Closes every connection to `peer` and refuses it from now on (it misbehaved).
     async fn disconnect(&self, peer: &PeerId);
     /// Sends one protocol message to a connected peer.
     async fn send(&self, to: &PeerId, payload: Bytes) -> Result<(), NetError>;

@@ -18,7 +18,9 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder, identify, kad, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, identify, kad, noise, ping, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{NetError, NetEvent, Network, PeerId};
@@ -42,6 +44,8 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     stream: libp2p_stream::Behaviour,
+    /// Peers dropped for misbehaviour; their connections are refused.
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
 }
 
 /// Settings of the libp2p node.
@@ -141,6 +145,7 @@ impl P2pNetwork {
                     ping: ping::Behaviour::new(ping::Config::new()),
                     kad,
                     stream: libp2p_stream::Behaviour::new(),
+                    blocked: allow_block_list::Behaviour::default(),
                 }
             })
             .map_err(|e| P2pError::Transport(e.to_string()))?
@@ -372,7 +377,11 @@ async fn run_swarm(
                         Err(e) => { let _ = reply.send(Err(NetError::Dial(e.to_string()))); }
                     }
                 }
-                Some(Command::Disconnect { peer }) => { let _ = swarm.disconnect_peer_id(peer); }
+                Some(Command::Disconnect { peer }) => {
+                    swarm.behaviour_mut().blocked.block_peer(peer);
+                    swarm.behaviour_mut().kad.remove_peer(&peer);
+                    let _ = swarm.disconnect_peer_id(peer);
+                }
                 Some(Command::Provide { key }) => {
                     if let Err(e) = swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&key)) {
                         tracing::warn!(error = %e, "storing a provider record failed");

@@ -1,143 +1,46 @@
 //! Real node processes on loopback finding and pinging each other over libp2p.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Node, free_port, random, wait_for};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_neverust");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Node {
-    child: Child,
-    api: u16,
-    p2p: u16,
-}
-
-impl Node {
-    fn start(dir: &Path, name: &str, bootstrap: Option<&str>) -> Node {
-        let (api, p2p) = (free_port(), free_port());
-        let mut command = Command::new(BIN);
-        command
-            .args(["start", "--log-format", "plain", "--data-dir"])
-            .arg(dir.join(name))
-            .args(["--api-port", &api.to_string(), "--listen-addrs", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
-            .env_remove("NEVERUST_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
-        if let Some(bootstrap) = bootstrap {
-            command.args(["--bootstrap-node", bootstrap]);
-        }
-        let node = Node { child: command.spawn().unwrap(), api, p2p };
-        wait_for(|| reqwest::blocking::get(node.url("/health")).is_ok(), "node up");
-        node
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.api)
-    }
-
-    fn info(&self) -> Value {
-        reqwest::blocking::get(self.url("/api/archivist/v1/debug/info")).unwrap().json().unwrap()
-    }
-
-    fn peer_id(&self) -> String {
-        self.info()["id"].as_str().unwrap().to_string()
-    }
-
-    fn address(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p, self.peer_id())
-    }
-
-    fn peers(&self) -> Vec<String> {
-        self.info()["table"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["peerId"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn v1(&self, path: &str) -> String {
-        self.url(&format!("/api/archivist/v1{path}"))
-    }
-
-    fn upload(&self, data: &[u8]) -> String {
-        let response =
-            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
-        assert!(response.status().is_success());
-        response.text().unwrap()
-    }
-
-    fn stream_from_network(&self, cid: &str) -> Vec<u8> {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        let response = client.get(self.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        response.bytes().unwrap().to_vec()
-    }
-
-    fn lists(&self, cid: &str) -> bool {
-        let list: Value = reqwest::blocking::get(self.v1("/data")).unwrap().json().unwrap();
-        list["content"].as_array().unwrap().iter().any(|d| d["cid"] == cid)
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
-        let prefix = format!("{name} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("no {name}"))
-            .parse()
-            .unwrap()
-    }
-
-    fn peer_count(&self) -> u64 {
-        self.metric("peer_count")
+/// A node named `name` under `dir`, bootstrapping from `bootstrap` if given.
+fn node(dir: &Path, name: &str, bootstrap: Option<&str>) -> Node {
+    match bootstrap {
+        Some(address) => Node::start(&dir.join(name), &["--bootstrap-node", address]),
+        None => Node::start(&dir.join(name), &[]),
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn info(node: &Node) -> Value {
+    node.json("/debug/info")
 }
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
-    let mut out = vec![0u8; len];
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
-    out
-}
-
-fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn stream_from_network(node: &Node, cid: &str) -> Vec<u8> {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let response = client.get(node.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.bytes().unwrap().to_vec()
 }
 
 #[test]
 fn two_nodes_connect_through_a_bootstrap_address_and_ping() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Node::start(dir.path(), "first", None);
-    let second = Node::start(dir.path(), "second", Some(&first.address()));
-    wait_for(|| first.peer_count() == 1 && second.peer_count() == 1, "both sides connected");
+    let first = node(dir.path(), "first", None);
+    let second = node(dir.path(), "second", Some(&first.address()));
+    wait_for(|| first.metric("peer_count") == 1 && second.metric("peer_count") == 1, "both sides connected");
     assert_eq!(second.peers(), vec![first.peer_id()]);
     assert_eq!(first.peers(), vec![second.peer_id()]);
     // Ping measures a round trip on the connection.
     wait_for(
-        || second.info()["table"]["nodes"][0]["rttMs"].as_f64().is_some_and(|ms| ms > 0.0),
+        || info(&second)["table"]["nodes"][0]["rttMs"].as_f64().is_some_and(|ms| ms > 0.0),
         "a ping round trip",
     );
-    let addrs = second.info()["addrs"].as_array().unwrap().clone();
+    let addrs = info(&second)["addrs"].as_array().unwrap().clone();
     assert_eq!(addrs.len(), 1);
     assert!(addrs[0].as_str().unwrap().ends_with(&second.peer_id()), "{addrs:?}");
 }
@@ -145,11 +48,10 @@ fn two_nodes_connect_through_a_bootstrap_address_and_ping() {
 #[test]
 fn five_nodes_share_one_bootstrap_node() {
     let dir = tempfile::tempdir().unwrap();
-    let bootstrap = Node::start(dir.path(), "n1", None);
+    let bootstrap = node(dir.path(), "n1", None);
     let address = bootstrap.address();
-    let others: Vec<Node> =
-        (2..=5).map(|i| Node::start(dir.path(), &format!("n{i}"), Some(&address))).collect();
-    wait_for(|| bootstrap.peer_count() == 4, "the bootstrap node sees all four");
+    let others: Vec<Node> = (2..=5).map(|i| node(dir.path(), &format!("n{i}"), Some(&address))).collect();
+    wait_for(|| bootstrap.metric("peer_count") == 4, "the bootstrap node sees all four");
     for node in &others {
         assert!(node.peers().contains(&bootstrap.peer_id()));
     }
@@ -158,13 +60,14 @@ fn five_nodes_share_one_bootstrap_node() {
 #[test]
 fn connect_route_dials_a_peer_by_address() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Node::start(dir.path(), "a", None);
-    let b = Node::start(dir.path(), "b", None);
-    assert_eq!(a.peer_count(), 0);
-    let url = a.url(&format!("/api/archivist/v1/connect/{}?addrs=/ip4/127.0.0.1/tcp/{}", b.peer_id(), b.p2p));
+    let a = node(dir.path(), "a", None);
+    let b = node(dir.path(), "b", None);
+    assert_eq!(a.metric("peer_count"), 0);
+    let url =
+        a.url(&format!("/api/archivist/v1/connect/{}?addrs=/ip4/127.0.0.1/tcp/{}", b.peer_id(), b.p2p_port));
     let response = reqwest::blocking::get(url).unwrap();
     assert!(response.status().is_success(), "{}", response.text().unwrap());
-    wait_for(|| a.peer_count() == 1 && b.peer_count() == 1, "connected");
+    wait_for(|| a.metric("peer_count") == 1 && b.metric("peer_count") == 1, "connected");
 
     let bad = reqwest::blocking::get(a.url("/api/archivist/v1/connect/not-a-peer")).unwrap();
     assert_eq!(bad.status().as_u16(), 400);
@@ -178,10 +81,9 @@ fn connect_route_dials_a_peer_by_address() {
 #[test]
 fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = Node::start(dir.path(), "n1", None);
+    let n1 = node(dir.path(), "n1", None);
     let address = n1.address();
-    let nodes: Vec<Node> =
-        (2..=5).map(|i| Node::start(dir.path(), &format!("n{i}"), Some(&address))).collect();
+    let nodes: Vec<Node> = (2..=5).map(|i| node(dir.path(), &format!("n{i}"), Some(&address))).collect();
     let (n2, n4, n5) = (&nodes[0], &nodes[2], &nodes[3]);
     let data = random(5 * 1024 * 1024 + 99, 21);
     let cid = n2.upload(&data);
@@ -191,7 +93,7 @@ fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
     assert_eq!(item["manifest"]["datasetSize"], data.len());
     assert!(!n4.lists(&cid));
     // Node 5 never dialled node 2 by hand: it finds it as a provider in the DHT.
-    assert_eq!(n5.stream_from_network(&cid), data);
+    assert_eq!(stream_from_network(&n5, &cid), data);
     wait_for(|| n5.lists(&cid), "node 5 keeps the dataset");
     let blocks = data.len().div_ceil(65_536) as u64;
     // Every leaf, plus the manifest.
@@ -205,11 +107,11 @@ fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
 #[test]
 fn a_download_survives_the_first_provider_leaving() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = Node::start(dir.path(), "n1", None);
+    let n1 = node(dir.path(), "n1", None);
     let address = n1.address();
-    let n2 = Node::start(dir.path(), "n2", Some(&address));
-    let n3 = Node::start(dir.path(), "n3", Some(&address));
-    let n4 = Node::start(dir.path(), "n4", Some(&address));
+    let n2 = node(dir.path(), "n2", Some(&address));
+    let n3 = node(dir.path(), "n3", Some(&address));
+    let n4 = node(dir.path(), "n4", Some(&address));
     let data = random(3 * 1024 * 1024, 22);
     let cid = n2.upload(&data);
     // Node 3 copies the dataset in the background, becoming a second provider.
@@ -217,15 +119,15 @@ fn a_download_survives_the_first_provider_leaving() {
     assert!(fetch.status().is_success());
     wait_for(|| n3.lists(&cid), "node 3 holds a copy");
     drop(n2); // the original uploader leaves
-    assert_eq!(n4.stream_from_network(&cid), data);
+    assert_eq!(stream_from_network(&n4, &cid), data);
 }
 
 #[test]
 fn unknown_content_is_a_clear_404() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = Node::start(dir.path(), "n1", None);
-    let n2 = Node::start(dir.path(), "n2", Some(&n1.address()));
-    wait_for(|| n2.peer_count() == 1, "connected");
+    let n1 = node(dir.path(), "n1", None);
+    let n2 = node(dir.path(), "n2", Some(&n1.address()));
+    wait_for(|| n2.metric("peer_count") == 1, "connected");
     let missing = "zDvZRwzm1NupFAhAYJoPbRHFzhteH6omdGWzY2Ppw881VkWtjYYM";
     let response = reqwest::blocking::get(n2.v1(&format!("/data/{missing}/network/stream"))).unwrap();
     assert_eq!(response.status().as_u16(), 404);

@@ -1,114 +1,13 @@
 //! End-to-end tests of the real `neverust` binary: separate processes, real LMDB files, real
 //! HTTP on loopback, SIGKILL.
 
+mod common;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_neverust");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A node process on a free port with its own data directory; killed on drop.
-struct Node {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(data_dir: &Path, extra: &[&str]) -> Node {
-        let port = free_port();
-        let log = data_dir.with_extension(format!("{port}.log"));
-        let child = Command::new(BIN)
-            .args(["start", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--api-port",
-                &port.to_string(),
-                "--log-format",
-                "plain",
-                "--listen-addrs",
-                "/ip4/127.0.0.1/tcp/0",
-            ])
-            .args(extra)
-            .env_remove("NEVERUST_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting the node");
-        let node = Node { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::blocking::get(node.url("/health")).is_err() {
-            assert!(Instant::now() < deadline, "node did not come up:\n{}", node.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn v1(&self, path: &str) -> String {
-        self.url(&format!("/api/archivist/v1{path}"))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn upload(&self, data: &[u8]) -> String {
-        let response =
-            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
-        assert!(response.status().is_success(), "upload: {}", response.text().unwrap());
-        response.text().unwrap()
-    }
-
-    fn download(&self, cid: &str) -> Vec<u8> {
-        let response = reqwest::blocking::get(self.v1(&format!("/data/{cid}"))).unwrap();
-        assert!(response.status().is_success(), "download: {}", response.status());
-        response.bytes().unwrap().to_vec()
-    }
-
-    fn json(&self, path: &str) -> Value {
-        reqwest::blocking::get(self.v1(path)).unwrap().json().unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
-    let mut out = vec![0u8; len];
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
-    out
-}
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command.args(args).env_remove("NEVERUST_CONFIG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().unwrap()
-}
+use common::{Node, free_port, random, run};
 
 #[test]
 fn round_trips_at_boundary_sizes() {
@@ -141,7 +40,7 @@ fn kill_9_mid_upload_loses_nothing_committed() {
     let used_before = space_before["quotaUsedBytes"].as_u64().unwrap();
 
     // Announce 1 GiB and stream 96 MiB of it: several batches are committed to LMDB.
-    let mut socket = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    let mut socket = TcpStream::connect(("127.0.0.1", node.api_port)).unwrap();
     write!(
         socket,
         "POST /api/archivist/v1/data HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",

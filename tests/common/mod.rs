@@ -1,0 +1,147 @@
+//! Helpers shared by the end-to-end tests: node processes on free loopback ports.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_neverust");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `len` bytes of seeded random data (no block repeats, so nothing deduplicates).
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
+}
+
+/// Polls `condition` every 50 ms for up to 20 s.
+pub fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the binary to completion (not `start`).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("NEVERUST_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// A node process with its own data directory, API and peer ports; killed on drop.
+pub struct Node {
+    child: Child,
+    pub api_port: u16,
+    pub p2p_port: u16,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let (api_port, p2p_port) = (free_port(), free_port());
+        let log = data_dir.with_extension(format!("{api_port}.log"));
+        let child = Command::new(BIN)
+            .args(["start", "--log-format", "plain", "--data-dir"])
+            .arg(data_dir)
+            .args(["--api-port", &api_port.to_string()])
+            .args(["--listen-addrs", &format!("/ip4/127.0.0.1/tcp/{p2p_port}")])
+            .args(extra)
+            .env_remove("NEVERUST_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting the node");
+        let node = Node { child, api_port, p2p_port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::blocking::get(node.url("/health")).is_err() {
+            assert!(Instant::now() < deadline, "node did not come up:\n{}", node.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    pub fn v1(&self, path: &str) -> String {
+        self.url(&format!("/api/archivist/v1{path}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn json(&self, path: &str) -> Value {
+        reqwest::blocking::get(self.v1(path)).unwrap().json().unwrap()
+    }
+
+    pub fn upload(&self, data: &[u8]) -> String {
+        let response =
+            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
+        assert!(response.status().is_success(), "upload: {}", response.text().unwrap());
+        response.text().unwrap()
+    }
+
+    pub fn download(&self, cid: &str) -> Vec<u8> {
+        let response = reqwest::blocking::get(self.v1(&format!("/data/{cid}"))).unwrap();
+        assert!(response.status().is_success(), "download: {}", response.status());
+        response.bytes().unwrap().to_vec()
+    }
+
+    pub fn lists(&self, cid: &str) -> bool {
+        self.json("/data")["content"].as_array().unwrap().iter().any(|d| d["cid"] == cid)
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
+        let prefix = format!("{name} ");
+        let value = metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+        value.unwrap_or_else(|| panic!("no metric {name}")).parse().unwrap()
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.json("/debug/info")["id"].as_str().unwrap().to_string()
+    }
+
+    /// The multiaddr other nodes bootstrap from.
+    pub fn address(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p_port, self.peer_id())
+    }
+
+    /// Peer IDs of the connected peers.
+    pub fn peers(&self) -> Vec<String> {
+        let info = self.json("/debug/info");
+        info["table"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["peerId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

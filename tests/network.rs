@@ -93,7 +93,7 @@ fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
     assert_eq!(item["manifest"]["datasetSize"], data.len());
     assert!(!n4.lists(&cid));
     // Node 5 never dialled node 2 by hand: it finds it as a provider in the DHT.
-    assert_eq!(stream_from_network(&n5, &cid), data);
+    assert_eq!(stream_from_network(n5, &cid), data);
     wait_for(|| n5.lists(&cid), "node 5 keeps the dataset");
     let blocks = data.len().div_ceil(65_536) as u64;
     // Every leaf, plus the manifest.

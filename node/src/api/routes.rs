@@ -166,6 +166,7 @@ impl From<crate::dataset::FetchError> for ApiError {
             FetchError::NoProviders(_) | FetchError::Unavailable { .. } => ApiError::not_found(e.to_string()),
             FetchError::BadManifest { .. } => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
             FetchError::Store(e) => e.into(),
+            FetchError::Abandoned(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum FetchError {
     Unavailable { cid: String, index: u64 },
     #[error("the manifest received for {cid} is invalid: {error}")]
     BadManifest { cid: String, error: String },
+    /// The reader of the stream went away; the partial download was rolled back.
+    #[error("the download of {0} was abandoned by its reader")]
+    Abandoned(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -202,7 +205,7 @@ impl Fetcher {
                                     .collect(),
                             )
                             .await;
-                        return Err(FetchError::Store(StoreError::Backend("the reader went away".into())));
+                        return Err(FetchError::Abandoned(cid_to_string(&cid)));
                     }
                     if batch.len() == FETCH_WRITE_BATCH_BLOCKS {
                         flush(&store, upload, tree, next_emit, &mut batch).await?;

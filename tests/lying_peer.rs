@@ -99,7 +99,8 @@ async fn corrupted_blocks_are_rejected_and_the_download_completes() {
     client.network.dial(&liar.local_peer_id(), &liar.listen_addrs()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // let the DHT records settle
 
-    let (manifest, encoded) = client.fetcher.manifest(dataset.cid).await.unwrap();
+    let (manifest, encoded) =
+        client.fetcher.manifest(dataset.cid).await.expect("the manifest from the honest provider");
     let mut stream = std::pin::pin!(client.fetcher.stream(dataset.cid, manifest.clone(), encoded));
     let mut received = Vec::new();
     while let Some(piece) = stream.next().await {

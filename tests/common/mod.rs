@@ -50,26 +50,45 @@ pub struct Node {
 }
 
 impl Node {
+    /// Starts a node on ports the OS picks (API and peer), learning them from the node itself,
+    /// so concurrent tests never race for a port.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
-        let (api_port, p2p_port) = (free_port(), free_port());
-        let log = data_dir.with_extension(format!("{api_port}.log"));
-        let child = Command::new(BIN)
+        let log = data_dir.with_extension("log");
+        let mut child = Command::new(BIN)
             .args(["start", "--log-format", "plain", "--data-dir"])
             .arg(data_dir)
-            .args(["--api-port", &api_port.to_string()])
-            .args(["--listen-addrs", &format!("/ip4/127.0.0.1/tcp/{p2p_port}")])
+            .args(["--api-port", "0", "--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
             .args(extra)
             .env_remove("NEVERUST_CONFIG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting the node");
-        let node = Node { child, api_port, p2p_port, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::blocking::get(node.url("/health")).is_err() {
-            assert!(Instant::now() < deadline, "node did not come up:\n{}", node.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let api_port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .lines()
+                .find_map(|l| l.split("API listening on http://127.0.0.1:").nth(1))
+                .and_then(|rest| rest.split('/').next()?.parse::<u16>().ok());
+            if let Some(port) = port {
+                break port;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("node exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "node did not come up:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut node = Node { child, api_port, p2p_port: 0, log };
+        wait_for(|| reqwest::blocking::get(node.url("/health")).is_ok(), "the API");
+        wait_for(
+            || !node.json("/debug/info")["addrs"].as_array().unwrap().is_empty(),
+            "a peer listen address",
+        );
+        let address = node.json("/debug/info")["addrs"][0].as_str().unwrap().to_string();
+        node.p2p_port =
+            address.split("/tcp/").nth(1).and_then(|r| r.split('/').next()?.parse().ok()).unwrap();
         node
     }
 

@@ -22,8 +22,10 @@ pub const FETCH_WINDOW_BLOCKS: u64 = 256;
 const FETCH_WRITE_BATCH_BLOCKS: usize = 64;
 /// Providers asked for at most.
 const PROVIDERS_MAX: usize = 16;
-/// Provider lookups before a missing block fails the fetch.
+/// Provider lookups before a missing block or manifest fails the fetch.
 const LOOKUPS_MAX: u32 = 3;
+/// Wait before the second lookup (doubled before the third).
+const LOOKUP_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a dataset could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -98,16 +100,22 @@ impl Fetcher {
             let manifest = decode(cid, &encoded)?;
             return Ok((manifest, encoded));
         }
-        let providers = self.providers(cid).await;
-        if providers.is_empty() {
-            return Err(FetchError::NoProviders(cid_to_string(&cid)));
+        // Provider records spread through the DHT for a while after a dataset is stored, and a
+        // provider may fail us: look up again, a little later, before giving up.
+        for attempt in 1..=LOOKUPS_MAX {
+            let providers = self.providers(cid).await;
+            if !providers.is_empty() {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                self.exchange.want(vec![BlockAddress::Cid(cid)], providers, tx).await;
+                if let Some(Fetched::Block { data, .. }) = rx.recv().await {
+                    return Ok((decode(cid, &data)?, data));
+                }
+            }
+            if attempt < LOOKUPS_MAX {
+                tokio::time::sleep(LOOKUP_RETRY_DELAY * attempt).await;
+            }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.exchange.want(vec![BlockAddress::Cid(cid)], providers, tx).await;
-        match rx.recv().await {
-            Some(Fetched::Block { data, .. }) => Ok((decode(cid, &data)?, data)),
-            _ => Err(FetchError::NoProviders(cid_to_string(&cid))),
-        }
+        Err(FetchError::NoProviders(cid_to_string(&cid)))
     }
 
     /// Streams the dataset's bytes in order while fetching and storing its blocks. When the
@@ -141,10 +149,19 @@ impl Fetcher {
         let tree = manifest.tree_cid;
         let blocks_count = manifest.blocks_count();
         let block_size = u64::from(manifest.block_size_bytes);
-        let mut providers = self.providers(tree).await;
-        providers.extend(self.providers(cid).await);
-        providers.sort();
-        providers.dedup();
+        let mut providers = Vec::new();
+        for attempt in 1..=LOOKUPS_MAX {
+            providers = self.providers(tree).await;
+            providers.extend(self.providers(cid).await);
+            providers.sort();
+            providers.dedup();
+            if !providers.is_empty() {
+                break;
+            }
+            if attempt < LOOKUPS_MAX {
+                tokio::time::sleep(LOOKUP_RETRY_DELAY * attempt).await;
+            }
+        }
         if providers.is_empty() {
             return Err(FetchError::NoProviders(cid_to_string(&tree)));
         }

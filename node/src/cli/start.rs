@@ -19,6 +19,8 @@ use crate::store::{BlockStore, LmdbStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
+/// How often every stored dataset is announced to the DHT again.
+pub const READVERTISE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Lock file inside the data directory, held while a node runs.
 pub const LOCK_FILE: &str = "node.lock";
 
@@ -106,9 +108,14 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             .context("starting the peer-to-peer network")?;
     let advertiser = fetcher.clone();
     tokio::spawn(async move {
-        match advertiser.advertise_all().await {
-            Ok(count) => tracing::info!(datasets = count, "advertised stored datasets"),
-            Err(e) => tracing::warn!(error = %e, "advertising stored datasets failed"),
+        // At start, then periodically, so records lost with departed DHT peers come back.
+        let mut every = tokio::time::interval(READVERTISE_INTERVAL);
+        loop {
+            every.tick().await;
+            match advertiser.advertise_all().await {
+                Ok(count) => tracing::debug!(datasets = count, "advertised stored datasets"),
+                Err(e) => tracing::warn!(error = %e, "advertising stored datasets failed"),
+            }
         }
     });
     let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());

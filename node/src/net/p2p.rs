@@ -19,7 +19,8 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, identify, kad, noise, ping, tcp, yamux,
+    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, connection_limits, identify, kad,
+    noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +38,12 @@ const IDENTIFY_PROTOCOL: &str = "/archivist/1.0.0";
 const OUTBOUND_QUEUE_FRAMES: usize = 64;
 /// Events queued for node logic before the network waits.
 const EVENT_QUEUE: usize = 1024;
+/// Established connections at once, all peers together.
+const CONNECTIONS_MAX: u32 = 512;
+/// Established connections to one peer (a TCP and a QUIC one, say).
+const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Incoming connections still handshaking at once.
+const PENDING_INCOMING_MAX: u32 = 64;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -46,6 +53,7 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
     /// Peers dropped for misbehaviour; their connections are refused.
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
 }
 
 /// Settings of the libp2p node.
@@ -146,6 +154,12 @@ impl P2pNetwork {
                     kad,
                     stream: libp2p_stream::Behaviour::new(),
                     blocked: allow_block_list::Behaviour::default(),
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_established(Some(CONNECTIONS_MAX))
+                            .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+                            .with_max_pending_incoming(Some(PENDING_INCOMING_MAX)),
+                    ),
                 }
             })
             .map_err(|e| P2pError::Transport(e.to_string()))?

@@ -370,8 +370,7 @@ impl Message {
 /// the body length and prefix length otherwise. Refuses lengths over `limit_bytes`.
 pub fn frame_length(input: &[u8], limit_bytes: usize) -> Result<Option<(usize, usize)>, WireError> {
     match protobuf::get_varint(input) {
-        Ok((length, used)) if length > limit_bytes as u64 => {
-            let _ = used;
+        Ok((length, _)) if length > limit_bytes as u64 => {
             Err(WireError::TooLarge { size_bytes: length, limit_bytes })
         }
         Ok((length, used)) => Ok(Some((length as usize, used))),

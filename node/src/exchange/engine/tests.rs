@@ -191,6 +191,13 @@ impl Harness {
     }
 }
 
+/// A harness with an empty client "a" and the given providers, under `config()`.
+fn client_with(providers: Vec<(&str, Holdings, Behaviour)>) -> Harness {
+    let mut nodes = vec![("a", Holdings::new(), Behaviour::Honest)];
+    nodes.extend(providers);
+    Harness::new(config(), nodes)
+}
+
 fn config() -> EngineConfig {
     EngineConfig { want_timeout: Duration::from_secs(5), inflight_per_peer_max: 4, ..Default::default() }
 }
@@ -206,10 +213,7 @@ fn assert_complete(h: &Harness, who: &str, holdings: &Holdings) {
 #[test]
 fn fetches_a_dataset_from_one_provider_within_the_window() {
     let (_, holdings) = dataset(40);
-    let mut h = Harness::new(
-        config(),
-        vec![("a", Holdings::new(), Behaviour::Honest), ("b", holdings.clone(), Behaviour::Honest)],
-    );
+    let mut h = client_with(vec![("b", holdings.clone(), Behaviour::Honest)]);
     h.want_all("a", &holdings, &["b"]);
     assert_eq!(h.node("a").engine.inflight_at(&peer("b")), 4, "only a window's worth asked at once");
     h.drive();
@@ -221,14 +225,10 @@ fn fetches_a_dataset_from_one_provider_within_the_window() {
 #[test]
 fn spreads_wants_over_providers() {
     let (_, holdings) = dataset(24);
-    let mut h = Harness::new(
-        config(),
-        vec![
-            ("a", Holdings::new(), Behaviour::Honest),
-            ("b", holdings.clone(), Behaviour::Honest),
-            ("c", holdings.clone(), Behaviour::Honest),
-        ],
-    );
+    let mut h = client_with(vec![
+        ("b", holdings.clone(), Behaviour::Honest),
+        ("c", holdings.clone(), Behaviour::Honest),
+    ]);
     h.want_all("a", &holdings, &["b", "c"]);
     h.drive();
     assert_complete(&h, "a", &holdings);
@@ -239,14 +239,10 @@ fn spreads_wants_over_providers() {
 #[test]
 fn corrupt_blocks_are_never_accepted_and_the_liar_is_dropped() {
     let (_, holdings) = dataset(30);
-    let mut h = Harness::new(
-        config(),
-        vec![
-            ("a", Holdings::new(), Behaviour::Honest),
-            ("liar", holdings.clone(), Behaviour::Corrupting),
-            ("b", holdings.clone(), Behaviour::Honest),
-        ],
-    );
+    let mut h = client_with(vec![
+        ("liar", holdings.clone(), Behaviour::Corrupting),
+        ("b", holdings.clone(), Behaviour::Honest),
+    ]);
     h.want_all("a", &holdings, &["liar", "b"]);
     h.drive();
     assert_complete(&h, "a", &holdings);
@@ -261,14 +257,10 @@ fn corrupt_blocks_are_never_accepted_and_the_liar_is_dropped() {
 #[test]
 fn a_provider_leaving_mid_transfer_does_not_fail_the_download() {
     let (_, holdings) = dataset(40);
-    let mut h = Harness::new(
-        config(),
-        vec![
-            ("a", Holdings::new(), Behaviour::Honest),
-            ("b", holdings.clone(), Behaviour::Honest),
-            ("c", holdings.clone(), Behaviour::Honest),
-        ],
-    );
+    let mut h = client_with(vec![
+        ("b", holdings.clone(), Behaviour::Honest),
+        ("c", holdings.clone(), Behaviour::Honest),
+    ]);
     h.want_all("a", &holdings, &["b", "c"]);
     for _ in 0..3 {
         h.step();
@@ -283,14 +275,10 @@ fn a_provider_leaving_mid_transfer_does_not_fail_the_download() {
 #[test]
 fn a_silent_provider_times_out_and_the_want_moves_on() {
     let (_, holdings) = dataset(6);
-    let mut h = Harness::new(
-        config(),
-        vec![
-            ("a", Holdings::new(), Behaviour::Honest),
-            ("mute", holdings.clone(), Behaviour::Silent),
-            ("b", holdings.clone(), Behaviour::Honest),
-        ],
-    );
+    let mut h = client_with(vec![
+        ("mute", holdings.clone(), Behaviour::Silent),
+        ("b", holdings.clone(), Behaviour::Honest),
+    ]);
     let start = h.now;
     h.want_all("a", &holdings, &["mute", "b"]);
     h.drive();
@@ -302,10 +290,7 @@ fn a_silent_provider_times_out_and_the_want_moves_on() {
 #[test]
 fn missing_everywhere_is_reported_unavailable() {
     let (_, holdings) = dataset(3);
-    let mut h = Harness::new(
-        config(),
-        vec![("a", Holdings::new(), Behaviour::Honest), ("b", Holdings::new(), Behaviour::Honest)],
-    );
+    let mut h = client_with(vec![("b", Holdings::new(), Behaviour::Honest)]);
     h.want_all("a", &holdings, &["b"]);
     h.drive();
     assert!(h.received("a").is_empty());

@@ -30,8 +30,11 @@ async fn node(bootstrap: Vec<String>) -> Node {
     let store: SharedStore = Arc::new(LmdbStore::open(dir.path(), 8 << 30).unwrap());
     let config = ServicesConfig {
         block_size_bytes: 64 << 10,
-        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
+        p2p: P2pConfig {
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap,
+            ..P2pConfig::default()
+        },
         engine: EngineConfig::default(),
     };
     let services =
@@ -81,11 +84,7 @@ fn dial_ms(c: &mut Criterion) {
             runtime.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..n {
-                    let config = P2pConfig {
-                        listen_addrs: vec![],
-                        bootstrap: vec![],
-                        idle_timeout: Duration::from_secs(10),
-                    };
+                    let config = P2pConfig { idle_timeout: Duration::from_secs(10), ..P2pConfig::default() };
                     let dialer = P2pNetwork::start(Keypair::generate_ed25519(), config).await.unwrap();
                     let started = Instant::now();
                     dialer.dial(&peer, &addrs).await.unwrap();

@@ -24,8 +24,11 @@ const BLOCK: usize = 64 << 10;
 async fn services(store: SharedStore, bootstrap: Vec<String>) -> Services {
     let config = ServicesConfig {
         block_size_bytes: BLOCK,
-        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
+        p2p: P2pConfig {
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap,
+            ..P2pConfig::default()
+        },
         engine: EngineConfig { want_timeout: Duration::from_secs(5), ..EngineConfig::default() },
     };
     let services =
@@ -85,6 +88,7 @@ async fn corrupted_blocks_are_rejected_and_the_download_completes() {
         listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
         bootstrap: bootstrap.clone(),
         idle_timeout: Duration::from_secs(60),
+        ..P2pConfig::default()
     };
     let liar = P2pNetwork::start(Keypair::generate_ed25519(), liar_config).await.unwrap();
     while liar.connected_peers().is_empty() {

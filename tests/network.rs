@@ -139,3 +139,64 @@ fn unknown_content_is_a_clear_404() {
     .unwrap();
     assert_eq!(not_manifest.status().as_u16(), 400);
 }
+
+#[test]
+fn a_provider_killed_mid_download_does_not_fail_it() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = node(dir.path(), "n1", None);
+    let address = n1.address();
+    let n2 = node(dir.path(), "n2", Some(&address));
+    let n3 = node(dir.path(), "n3", Some(&address));
+    let n4 = node(dir.path(), "n4", Some(&address));
+    // The same bytes uploaded on two nodes give the same dataset: two providers.
+    let data = random(48 << 20, 23);
+    let cid = n2.upload(&data);
+    assert_eq!(n3.upload(&data), cid);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let mut response = client.get(n4.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut received = vec![0u8; 4 << 20];
+    response.read_exact(&mut received).unwrap();
+    // The reader holds back the fetch (a bounded window ahead of it): most of the dataset
+    // is still to come when one provider dies.
+    wait_for(|| n2.metric("blocks_sent_total") > 0, "node 2 serving blocks");
+    n2.kill9();
+    response.read_to_end(&mut received).unwrap();
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "the bytes differ");
+    assert!(n3.metric("blocks_sent_total") > 0);
+}
+
+/// A node whose listen addresses cannot be dialled (it announces none of them) reaches the
+/// network through a relay: it holds a reservation on the bootstrap node, announces the
+/// circuit, and serves a dataset that another node finds by DHT discovery alone.
+#[test]
+fn a_node_reachable_only_through_a_relay_serves_a_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    // A relay grants reservations only once an address of its own is confirmed reachable:
+    // this one announces the port it listens on.
+    let port = free_port();
+    let relay_listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let n1 = Node::start(
+        &dir.path().join("n1"),
+        &["--listen-addrs", &relay_listen, "--announce-addrs", &relay_listen],
+    );
+    let relay = format!("{relay_listen}/p2p/{}", n1.peer_id());
+    let circuit = format!("{relay}/p2p-circuit");
+    let hidden = Node::start(
+        &dir.path().join("n2"),
+        &["--bootstrap-node", &relay, "--relay-node", &relay, "--announce-addrs", &circuit],
+    );
+    wait_for(|| info(&hidden)["reachability"]["relays"][0] == n1.peer_id(), "a relay reservation");
+    let record = reqwest::blocking::get(hidden.v1("/spr")).unwrap().text().unwrap();
+    let (peer, announced) = neverust::net::p2p::decode_signed_peer_record(&record).unwrap();
+    assert_eq!(peer.to_string(), hidden.peer_id());
+    assert!(!announced.is_empty() && announced.iter().all(|a| a.starts_with(&circuit)), "{announced:?}");
+    assert_eq!(info(&hidden)["spr"], record.as_str());
+
+    let data = random(5 << 20, 24);
+    let cid = hidden.upload(&data);
+    let n3 = node(dir.path(), "n3", Some(&relay));
+    assert_eq!(stream_from_network(&n3, &cid), data);
+}

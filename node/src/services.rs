@@ -3,7 +3,6 @@
 //! benchmarks and embedded uses all start a node this way.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use libp2p::identity::Keypair;
 
@@ -26,8 +25,7 @@ pub struct Services {
 #[derive(Clone, Debug)]
 pub struct ServicesConfig {
     pub block_size_bytes: usize,
-    pub listen_addrs: Vec<String>,
-    pub bootstrap: Vec<String>,
+    pub p2p: P2pConfig,
     pub engine: EngineConfig,
 }
 
@@ -39,15 +37,7 @@ impl Services {
         config: ServicesConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Services, P2pError> {
-        let network = P2pNetwork::start(
-            keypair,
-            P2pConfig {
-                listen_addrs: config.listen_addrs,
-                bootstrap: config.bootstrap,
-                idle_timeout: Duration::from_secs(300),
-            },
-        )
-        .await?;
+        let network = P2pNetwork::start(keypair, config.p2p).await?;
         let datasets = Datasets::new(store.clone(), Compute::Pool, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics);
         let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), network.clone());

@@ -70,6 +70,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/debug/chronicles/loglevel", post(routes::set_log_level))
         .route("/space", get(routes::space))
         .route("/peerid", get(routes::peer_id))
+        .route("/spr", get(routes::spr))
         .route("/connect/{peer_id}", get(routes::connect))
         .route("/debug/info", get(routes::debug_info))
         .route("/openapi.yaml", get(routes::openapi));

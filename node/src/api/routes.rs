@@ -292,21 +292,34 @@ pub async fn space(State(s): Shared) -> Result<Json<crate::store::Space>, ApiErr
     Ok(Json(s.datasets.store().space().await?))
 }
 
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
+}
+
 pub async fn peer_id(State(s): Shared, headers: HeaderMap) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if wants_json {
+    if wants_json(&headers) {
         Json(json!({ "id": s.peer_id })).into_response()
     } else {
         s.peer_id.clone().into_response()
     }
 }
 
+/// The node's signed peer record: `spr:` and base64, as text or `{"spr": ...}`.
+pub async fn spr(State(s): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let network = s.network.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running")
+    })?;
+    let record = network.signed_peer_record();
+    Ok(if wants_json(&headers) {
+        Json(json!({ "spr": record })).into_response()
+    } else {
+        record.into_response()
+    })
+}
+
 pub async fn debug_info(State(s): Shared) -> Json<Value> {
     use crate::net::Network as _;
-    let (addrs, nodes) = match &s.network {
+    let (addrs, announce, spr, reachability, nodes) = match &s.network {
         Some(network) => {
             let rtt = network.round_trips();
             let nodes: Vec<Value> = network
@@ -318,18 +331,25 @@ pub async fn debug_info(State(s): Shared) -> Json<Value> {
                             "rttMs": rtt.get(p).map(|d| d.as_secs_f64() * 1000.0) })
                 })
                 .collect();
-            (network.listen_addrs(), nodes)
+            (
+                network.listen_addrs(),
+                network.announce_addrs(),
+                network.signed_peer_record(),
+                json!(network.reachability()),
+                nodes,
+            )
         }
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), String::new(), Value::Null, Vec::new()),
     };
-    let local = json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": "", "address": addrs.first().cloned().unwrap_or_default(), "seen": true });
+    let local = json!({ "nodeId": s.peer_id, "peerId": s.peer_id, "record": spr, "address": announce.first().cloned().unwrap_or_default(), "seen": true });
     Json(json!({
         "id": s.peer_id,
         "addrs": addrs,
         "configuredListenAddrs": s.listen_addrs,
         "repo": s.data_dir.display().to_string(),
-        "spr": "",
-        "announceAddresses": addrs,
+        "spr": spr,
+        "announceAddresses": announce,
+        "reachability": reachability,
         "ethAddress": null,
         "table": { "localNode": local, "nodes": nodes },
         "archivist": { "version": format!("neverust-{}", crate::VERSION), "revision": "", "contracts": "" },

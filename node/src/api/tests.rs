@@ -332,6 +332,7 @@ fn openapi_document_matches_the_router() {
         "/api/archivist/v1/data/{cid}/status",
         "/api/archivist/v1/space",
         "/api/archivist/v1/peerid",
+        "/api/archivist/v1/spr",
         "/api/archivist/v1/connect/{peerId}",
         "/api/archivist/v1/debug/chronicles/loglevel",
         "/api/archivist/v1/debug/info",

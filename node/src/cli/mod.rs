@@ -51,6 +51,18 @@ pub struct StartArgs {
     /// A bootstrap node's multiaddr with /p2p/<peer id> (repeatable).
     #[arg(long = "bootstrap-node", value_name = "MULTIADDR")]
     pub bootstrap_node: Vec<String>,
+    /// Multiaddrs to announce to peers instead of the listen addresses, e.g. a port forward (repeatable or comma-separated).
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub announce_addrs: Vec<String>,
+    /// A relay to hold a reservation on, as a multiaddr with /p2p/<peer id>, when this node cannot be dialled directly (repeatable). Without one, a node that AutoNAT finds private reserves on its bootstrap nodes.
+    #[arg(long = "relay-node", value_name = "MULTIADDR")]
+    pub relay_node: Vec<String>,
+    /// Relay circuits for peers that cannot be dialled directly (true or false) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub relay_server: Option<bool>,
+    /// Let AutoNAT confirm private and loopback addresses too, for a LAN or a cluster on one machine.
+    #[arg(long)]
+    pub autonat_private_addrs: bool,
     /// Most bytes of blocks to store, e.g. 20GiB [default: 20GiB].
     #[arg(long, value_name = "SIZE")]
     pub storage_quota: Option<ByteSize>,
@@ -77,6 +89,10 @@ impl StartArgs {
             api_port: self.api_port,
             listen_addrs: list(&self.listen_addrs),
             bootstrap_node: list(&self.bootstrap_node),
+            announce_addrs: list(&self.announce_addrs),
+            relay_node: list(&self.relay_node),
+            relay_server: self.relay_server,
+            autonat_private_addrs: self.autonat_private_addrs.then_some(true),
             storage_quota: self.storage_quota,
             block_size: self.block_size,
             log_level: self.log_level.clone(),

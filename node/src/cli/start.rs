@@ -14,6 +14,7 @@ use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
 use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
+use crate::net::p2p::P2pConfig;
 use crate::services::{Services, ServicesConfig};
 use crate::store::{BlockStore, LmdbStore};
 
@@ -98,8 +99,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     metrics.observe_space(&space);
     let services_config = ServicesConfig {
         block_size_bytes: config.block_size_bytes(),
-        listen_addrs: config.listen_addrs.clone(),
-        bootstrap: config.bootstrap_node.clone(),
+        p2p: P2pConfig {
+            listen_addrs: config.listen_addrs.clone(),
+            bootstrap: config.bootstrap_node.clone(),
+            announce_addrs: config.announce_addrs.clone(),
+            relays: config.relay_node.clone(),
+            relay_server: config.relay_server,
+            autonat_private_addrs: config.autonat_private_addrs,
+            ..P2pConfig::default()
+        },
         engine: EngineConfig::default(),
     };
     let Services { datasets, network, fetcher } =

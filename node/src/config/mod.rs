@@ -117,6 +117,14 @@ pub struct Config {
     pub api_port: u16,
     pub listen_addrs: Vec<String>,
     pub bootstrap_node: Vec<String>,
+    /// Addresses announced to peers instead of the listen addresses (a port forward, say).
+    pub announce_addrs: Vec<String>,
+    /// Relays to hold a reservation on, so peers reach this node through them.
+    pub relay_node: Vec<String>,
+    /// Whether this node relays circuits for peers that cannot be dialled directly.
+    pub relay_server: bool,
+    /// Whether AutoNAT also confirms private and loopback addresses (a LAN or one machine).
+    pub autonat_private_addrs: bool,
     pub storage_quota: ByteSize,
     pub block_size: ByteSize,
     pub log_level: String,
@@ -132,6 +140,10 @@ pub struct PartialConfig {
     pub api_port: Option<u16>,
     pub listen_addrs: Option<Vec<String>>,
     pub bootstrap_node: Option<Vec<String>>,
+    pub announce_addrs: Option<Vec<String>>,
+    pub relay_node: Option<Vec<String>>,
+    pub relay_server: Option<bool>,
+    pub autonat_private_addrs: Option<bool>,
     pub storage_quota: Option<ByteSize>,
     pub block_size: Option<ByteSize>,
     pub log_level: Option<String>,
@@ -152,6 +164,15 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true or false)")),
+    }
+}
+
 /// The platform's data directory for the node (e.g. `~/.local/share/neverust`).
 pub fn default_data_dir() -> PathBuf {
     dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("neverust")
@@ -165,6 +186,10 @@ impl Default for Config {
             api_port: API_PORT_DEFAULT,
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/0".into()],
             bootstrap_node: Vec::new(),
+            announce_addrs: Vec::new(),
+            relay_node: Vec::new(),
+            relay_server: true,
+            autonat_private_addrs: false,
             storage_quota: ByteSize(STORAGE_QUOTA_DEFAULT_BYTES),
             block_size: ByteSize(BLOCK_SIZE_DEFAULT_BYTES as u64),
             log_level: "info".into(),
@@ -196,6 +221,12 @@ impl PartialConfig {
                 "API_PORT" => layer.api_port = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 "LISTEN_ADDRS" => layer.listen_addrs = Some(list()),
                 "BOOTSTRAP_NODE" => layer.bootstrap_node = Some(list()),
+                "ANNOUNCE_ADDRS" => layer.announce_addrs = Some(list()),
+                "RELAY_NODE" => layer.relay_node = Some(list()),
+                "RELAY_SERVER" => layer.relay_server = Some(parse_bool(&value).map_err(bad)?),
+                "AUTONAT_PRIVATE_ADDRS" => {
+                    layer.autonat_private_addrs = Some(parse_bool(&value).map_err(bad)?)
+                }
                 "STORAGE_QUOTA" => layer.storage_quota = Some(value.parse().map_err(bad)?),
                 "BLOCK_SIZE" => layer.block_size = Some(value.parse().map_err(bad)?),
                 "LOG_LEVEL" => layer.log_level = Some(value.clone()),
@@ -210,12 +241,16 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 10] = [
+        const KNOWN: [&str; 14] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
             "LISTEN_ADDRS",
             "BOOTSTRAP_NODE",
+            "ANNOUNCE_ADDRS",
+            "RELAY_NODE",
+            "RELAY_SERVER",
+            "AUTONAT_PRIVATE_ADDRS",
             "STORAGE_QUOTA",
             "BLOCK_SIZE",
             "LOG_LEVEL",
@@ -240,6 +275,10 @@ impl PartialConfig {
             api_port,
             listen_addrs,
             bootstrap_node,
+            announce_addrs,
+            relay_node,
+            relay_server,
+            autonat_private_addrs,
             storage_quota,
             block_size,
             log_level,
@@ -265,6 +304,10 @@ impl Config {
             api_port: merged.api_port.unwrap_or(d.api_port),
             listen_addrs: merged.listen_addrs.unwrap_or(d.listen_addrs),
             bootstrap_node: merged.bootstrap_node.unwrap_or(d.bootstrap_node),
+            announce_addrs: merged.announce_addrs.unwrap_or(d.announce_addrs),
+            relay_node: merged.relay_node.unwrap_or(d.relay_node),
+            relay_server: merged.relay_server.unwrap_or(d.relay_server),
+            autonat_private_addrs: merged.autonat_private_addrs.unwrap_or(d.autonat_private_addrs),
             storage_quota: merged.storage_quota.unwrap_or(d.storage_quota),
             block_size: merged.block_size.unwrap_or(d.block_size),
             log_level: merged.log_level.unwrap_or(d.log_level),
@@ -296,7 +339,12 @@ impl Config {
                 message: format!("{} is smaller than one block ({})", self.storage_quota, self.block_size),
             });
         }
-        for (key, addrs) in [("listen-addrs", &self.listen_addrs), ("bootstrap-node", &self.bootstrap_node)] {
+        for (key, addrs) in [
+            ("listen-addrs", &self.listen_addrs),
+            ("bootstrap-node", &self.bootstrap_node),
+            ("announce-addrs", &self.announce_addrs),
+            ("relay-node", &self.relay_node),
+        ] {
             if let Some(bad) = addrs.iter().find(|a| !a.starts_with('/')) {
                 return Err(ConfigError::Invalid {
                     key,
@@ -400,5 +448,22 @@ mod tests {
             Config::resolve(None, bad_addr, PartialConfig::default()),
             Err(ConfigError::Invalid { key: "listen-addrs", .. })
         ));
+        let bad_relay =
+            PartialConfig { relay_node: Some(vec!["relay.example".into()]), ..Default::default() };
+        assert!(matches!(
+            Config::resolve(None, bad_relay, PartialConfig::default()),
+            Err(ConfigError::Invalid { key: "relay-node", .. })
+        ));
+    }
+
+    #[test]
+    fn booleans_parse_from_the_environment() {
+        let layer =
+            env(&[("NEVERUST_RELAY_SERVER", "off"), ("NEVERUST_AUTONAT_PRIVATE_ADDRS", "1")]).unwrap();
+        assert_eq!((layer.relay_server, layer.autonat_private_addrs), (Some(false), Some(true)));
+        let err = env(&[("NEVERUST_RELAY_SERVER", "maybe")]).unwrap_err().to_string();
+        assert!(err.contains("NEVERUST_RELAY_SERVER") && err.contains("not a boolean"), "{err}");
+        let config = Config::resolve(None, PartialConfig::default(), PartialConfig::default()).unwrap();
+        assert!(config.relay_server && !config.autonat_private_addrs);
     }
 }

@@ -1,7 +1,8 @@
 //! The libp2p adapter of the network port (production only).
 //!
 //! TCP and QUIC, Noise, Yamux or Mplex (which Archivist peers speak), Identify, Ping and
-//! Kademlia. Block-exchange messages travel on `/archivist/blockexc/1.0.0` streams as
+//! Kademlia; for nodes behind NATs, AutoNAT (is this node dialable?), circuit relay v2 (client
+//! and server) and DCUtR (hole punching a relayed connection into a direct one). Block-exchange messages travel on `/archivist/blockexc/1.0.0` streams as
 //! varint-length-prefixed frames, one long-lived outbound stream per peer, with the frame
 //! length checked against the limit before any allocation.
 //!
@@ -15,12 +16,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::transport::ListenerId;
+use libp2p::core::{PeerRecord as SignedRecord, SignedEnvelope};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, connection_limits, identify, kad,
-    noise, ping, tcp, yamux,
+    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, autonat, connection_limits, dcutr,
+    identify, kad, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,10 +44,29 @@ const OUTBOUND_QUEUE_FRAMES: usize = 64;
 const EVENT_QUEUE: usize = 1024;
 /// Established connections at once, all peers together.
 const CONNECTIONS_MAX: u32 = 512;
-/// Established connections to one peer (a TCP and a QUIC one, say).
-const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Established connections to one peer: a TCP and a QUIC one, a relayed one and its
+/// hole-punched successor, and AutoNAT dial-backs (each on a new connection, idle until the
+/// idle timeout closes it) in both directions.
+const CONNECTIONS_PER_PEER_MAX: u32 = 8;
 /// Incoming connections still handshaking at once.
 const PENDING_INCOMING_MAX: u32 = 64;
+/// Circuits this node relays at once, as a relay server.
+const RELAY_CIRCUITS_MAX: usize = 16;
+/// How long one relayed circuit may last. Circuits exist to reach a node behind a NAT and
+/// to coordinate hole punching; the spec's default (2 minutes, 128 KiB) would cut a
+/// block transfer short when hole punching fails, so relays here allow more.
+const RELAY_CIRCUIT_DURATION: Duration = Duration::from_secs(10 * 60);
+/// Bytes one relayed circuit may carry.
+const RELAY_CIRCUIT_BYTES_MAX: u64 = 64 << 20;
+/// Relays a node behind a NAT reserves a slot on when none are configured.
+const AUTO_RELAYS_MAX: usize = 2;
+/// Observed addresses shown in [`Reachability`].
+const OBSERVED_ADDRS_KEPT: usize = 8;
+/// How long after start AutoNAT first asks peers to dial back.
+const AUTONAT_BOOT_DELAY: Duration = Duration::from_secs(3);
+/// The text form of a signed peer record: this prefix, then the URL-safe base64 (no
+/// padding) of the libp2p signed envelope, as Archivist writes it.
+pub const SPR_PREFIX: &str = "spr:";
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -54,6 +77,10 @@ struct Behaviour {
     /// Peers dropped for misbehaviour; their connections are refused.
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
+    autonat: autonat::Behaviour,
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
 }
 
 /// Settings of the libp2p node.
@@ -63,6 +90,49 @@ pub struct P2pConfig {
     /// Multiaddrs ending in `/p2p/<peer id>`.
     pub bootstrap: Vec<String>,
     pub idle_timeout: Duration,
+    /// Announced to peers instead of the listen addresses; empty: the listen addresses.
+    pub announce_addrs: Vec<String>,
+    /// Relays (multiaddrs ending in `/p2p/<peer id>`) to hold a reservation on from the start.
+    /// Without any, a node that has no listen address or that AutoNAT finds private
+    /// reserves on its bootstrap nodes.
+    pub relays: Vec<String>,
+    /// Whether this node relays circuits for others.
+    pub relay_server: bool,
+    /// Whether AutoNAT confirms private and loopback addresses (a LAN, or one machine).
+    pub autonat_private_addrs: bool,
+}
+
+impl Default for P2pConfig {
+    fn default() -> P2pConfig {
+        P2pConfig {
+            listen_addrs: Vec::new(),
+            bootstrap: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+            announce_addrs: Vec::new(),
+            relays: Vec::new(),
+            relay_server: true,
+            autonat_private_addrs: false,
+        }
+    }
+}
+
+/// How this node can be reached, as far as it knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reachability {
+    /// AutoNAT's verdict: `unknown`, `public` or `private`.
+    pub nat: &'static str,
+    /// The address peers dialled back, when public.
+    pub public_addr: Option<String>,
+    /// Relays holding a reservation for this node.
+    pub relays: Vec<String>,
+    /// Addresses peers observed this node's connections come from (the latest few): what
+    /// hole punching offers, and a hint of how a NAT maps this node.
+    pub observed_addrs: Vec<String>,
+    /// Relayed connections upgraded to direct ones by hole punching.
+    pub hole_punches: u64,
+    /// Hole punching attempts that failed.
+    pub hole_punch_failures: u64,
 }
 
 /// Errors of starting the network.
@@ -70,8 +140,8 @@ pub struct P2pConfig {
 pub enum P2pError {
     #[error("{0:?} is not a valid multiaddr: {1}")]
     Multiaddr(String, String),
-    #[error("bootstrap node {0:?} lacks a /p2p/<peer id> suffix")]
-    BootstrapPeer(String),
+    #[error("{0} {1:?} lacks a /p2p/<peer id> suffix")]
+    PeerSuffix(&'static str, String),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, String),
     #[error("building the transport: {0}")]
@@ -101,11 +171,17 @@ struct Shared {
     listen_addrs: Vec<Multiaddr>,
     /// Last ping round trip per peer.
     rtt: BTreeMap<PeerId, Duration>,
+    /// Addresses confirmed reachable from outside (AutoNAT, relay circuits) or configured.
+    external_addrs: Vec<Multiaddr>,
+    reachability: Reachability,
 }
 
 /// A running libp2p node: the production [`Network`].
 pub struct P2pNetwork {
     local: PeerId,
+    /// Signs the peer record.
+    keypair: Keypair,
+    announce_configured: bool,
     commands: mpsc::Sender<Command>,
     events: tokio::sync::Mutex<mpsc::Receiver<NetEvent>>,
     shared: Arc<Mutex<Shared>>,
@@ -125,11 +201,57 @@ fn parse_addr(text: &str) -> Result<Multiaddr, P2pError> {
     text.parse().map_err(|e: libp2p::multiaddr::Error| P2pError::Multiaddr(text.into(), e.to_string()))
 }
 
+/// A multiaddr that must name its peer, and that peer.
+fn parse_peer_addr(what: &'static str, text: &str) -> Result<(libp2p::PeerId, Multiaddr), P2pError> {
+    let addr = parse_addr(text)?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => Err(P2pError::PeerSuffix(what, text.into())),
+    }
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+/// `addr` without a trailing `/p2p/<id>`.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+/// Decodes the text form of a signed peer record, checking its signature: the peer and
+/// its addresses.
+pub fn decode_signed_peer_record(text: &str) -> Result<(PeerId, Vec<String>), String> {
+    use base64::Engine as _;
+    let encoded = text.trim().strip_prefix(SPR_PREFIX).ok_or_else(|| format!("missing {SPR_PREFIX:?}"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|e| format!("not base64: {e}"))?;
+    let envelope = SignedEnvelope::from_protobuf_encoding(&bytes).map_err(|e| e.to_string())?;
+    let record = SignedRecord::from_signed_envelope_interop(envelope).map_err(|e| e.to_string())?;
+    Ok((to_port(&record.peer_id()), record.addresses().iter().map(|a| a.to_string()).collect()))
+}
+
 impl P2pNetwork {
     /// Builds the swarm, starts listening and dials the bootstrap nodes.
     pub async fn start(keypair: Keypair, config: P2pConfig) -> Result<Arc<P2pNetwork>, P2pError> {
         let local = keypair.public().to_peer_id();
-        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        let relays = config
+            .relays
+            .iter()
+            .map(|text| parse_peer_addr("relay node", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|text| parse_peer_addr("bootstrap node", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let announce = config.announce_addrs.iter().map(|a| parse_addr(a)).collect::<Result<Vec<_>, _>>()?;
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
@@ -138,7 +260,9 @@ impl P2pNetwork {
             )
             .map_err(|e| P2pError::Transport(e.to_string()))?
             .with_quic()
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| P2pError::Transport(e.to_string()))?
+            .with_behaviour(|key, relay_client| {
                 let mut kad = kad::Behaviour::with_config(
                     local,
                     kad::store::MemoryStore::new(local),
@@ -148,7 +272,9 @@ impl P2pNetwork {
                 Behaviour {
                     identify: identify::Behaviour::new(
                         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                            .with_agent_version(format!("neverust/{}", crate::VERSION)),
+                            .with_agent_version(format!("neverust/{}", crate::VERSION))
+                            .with_push_listen_addr_updates(true)
+                            .with_hide_listen_addrs(!announce.is_empty()),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     kad,
@@ -160,6 +286,27 @@ impl P2pNetwork {
                             .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
                             .with_max_pending_incoming(Some(PENDING_INCOMING_MAX)),
                     ),
+                    autonat: autonat::Behaviour::new(
+                        local,
+                        autonat::Config {
+                            boot_delay: AUTONAT_BOOT_DELAY,
+                            only_global_ips: !config.autonat_private_addrs,
+                            ..autonat::Config::default()
+                        },
+                    ),
+                    relay_client,
+                    relay: Toggle::from(config.relay_server.then(|| {
+                        relay::Behaviour::new(
+                            local,
+                            relay::Config {
+                                max_circuits: RELAY_CIRCUITS_MAX,
+                                max_circuit_duration: RELAY_CIRCUIT_DURATION,
+                                max_circuit_bytes: RELAY_CIRCUIT_BYTES_MAX,
+                                ..relay::Config::default()
+                            },
+                        )
+                    })),
+                    dcutr: dcutr::Behaviour::new(local),
                 }
             })
             .map_err(|e| P2pError::Transport(e.to_string()))?
@@ -169,25 +316,35 @@ impl P2pNetwork {
             let addr = parse_addr(text)?;
             swarm.listen_on(addr).map_err(|e| P2pError::Listen(text.clone(), e.to_string()))?;
         }
-        for text in &config.bootstrap {
-            let addr = parse_addr(text)?;
-            let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-                return Err(P2pError::BootstrapPeer(text.clone()));
-            };
-            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            if let Err(e) = swarm.dial(addr) {
-                tracing::warn!(bootstrap = %text, error = %e, "dialling a bootstrap node failed");
+        for (peer, addr) in &bootstrap {
+            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(bootstrap = %addr, error = %e, "dialling a bootstrap node failed");
             }
+        }
+        for addr in &announce {
+            swarm.add_external_address(addr.clone());
+        }
+        let mut relaying = Relaying::new(relays, bootstrap, !config.listen_addrs.is_empty());
+        if config.listen_addrs.is_empty() {
+            // Nothing to dial this node on: reach it through relays from the start.
+            relaying.want_bootstrap();
         }
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(BLOCKEXC).expect("blockexc registered once");
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        tokio::spawn(run_swarm(swarm, commands_rx, events_tx.clone(), shared.clone()));
+        let shared = Arc::new(Mutex::new(Shared {
+            external_addrs: announce.clone(),
+            reachability: Reachability { nat: "unknown", ..Reachability::default() },
+            ..Shared::default()
+        }));
+        tokio::spawn(run_swarm(swarm, commands_rx, events_tx.clone(), shared.clone(), relaying));
         tokio::spawn(accept_streams(incoming, events_tx));
         Ok(Arc::new(P2pNetwork {
             local: to_port(&local),
+            keypair,
+            announce_configured: !announce.is_empty(),
             commands: commands_tx,
             events: tokio::sync::Mutex::new(events_rx),
             shared,
@@ -201,6 +358,46 @@ impl P2pNetwork {
         let local = from_port(&self.local).expect("own id is valid");
         let shared = self.shared.lock().expect("lock");
         shared.listen_addrs.iter().map(|a| a.clone().with(Protocol::P2p(local)).to_string()).collect()
+    }
+
+    /// The addresses peers are told to dial, each with its `/p2p/<id>` suffix: the
+    /// configured announce addresses, else the listen addresses; and addresses confirmed
+    /// from outside (by AutoNAT, or relay circuits).
+    pub fn announce_addrs(&self) -> Vec<String> {
+        let local = from_port(&self.local).expect("own id is valid");
+        let shared = self.shared.lock().expect("lock");
+        let mut addrs: Vec<&Multiaddr> = Vec::new();
+        if !self.announce_configured {
+            addrs.extend(shared.listen_addrs.iter().filter(|a| !is_relayed(a)));
+        }
+        addrs.extend(&shared.external_addrs);
+        let mut seen = BTreeSet::new();
+        addrs
+            .into_iter()
+            .map(|a| without_peer(a).with(Protocol::P2p(local)))
+            .filter(|a| seen.insert(a.clone()))
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    /// This node's signed peer record (its announced addresses) in text form:
+    /// `spr:` and the URL-safe base64 of the libp2p signed envelope.
+    pub fn signed_peer_record(&self) -> String {
+        use base64::Engine as _;
+        let addrs = self
+            .announce_addrs()
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .map(|a| without_peer(&a))
+            .collect();
+        let record = SignedRecord::new_interop(&self.keypair, addrs).expect("an own key signs");
+        let bytes = record.into_signed_envelope().into_protobuf_encoding();
+        format!("{SPR_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// How this node can be reached: AutoNAT's verdict, relay reservations, hole punches.
+    pub fn reachability(&self) -> Reachability {
+        self.shared.lock().expect("lock").reachability.clone()
     }
 
     /// Last measured ping round trip to each connected peer.
@@ -361,11 +558,120 @@ async fn read_frame(stream: &mut libp2p::Stream) -> std::io::Result<Option<Bytes
     Ok(Some(Bytes::from(payload)))
 }
 
+/// Which relays this node holds (or is requesting) a reservation on.
+struct Relaying {
+    /// Relays were configured: keep to them, whatever AutoNAT says.
+    configured: bool,
+    wanted: BTreeMap<libp2p::PeerId, RelayTarget>,
+    bootstrap: Vec<(libp2p::PeerId, Multiaddr)>,
+    /// No reservation before this node listens (or this instant passes): a connection to the
+    /// relay dialled from the listening port lets peers observe, and hole punching use,
+    /// the address this node is dialable at.
+    waiting_for_listener: Option<tokio::time::Instant>,
+}
+
+/// A relay to hold a reservation on.
+struct RelayTarget {
+    addr: Multiaddr,
+    /// The circuit listener while a reservation is requested or held.
+    listener: Option<ListenerId>,
+    /// Failures since the last accepted reservation, for the back-off.
+    failures: u32,
+    next_attempt: tokio::time::Instant,
+}
+
+impl Relaying {
+    fn new(
+        configured: Vec<(libp2p::PeerId, Multiaddr)>,
+        bootstrap: Vec<(libp2p::PeerId, Multiaddr)>,
+        listens: bool,
+    ) -> Relaying {
+        let mut relaying = Relaying {
+            configured: !configured.is_empty(),
+            wanted: BTreeMap::new(),
+            bootstrap,
+            waiting_for_listener: listens.then(|| tokio::time::Instant::now() + Duration::from_secs(2)),
+        };
+        for (peer, addr) in configured {
+            relaying.want(peer, addr);
+        }
+        relaying
+    }
+
+    fn want(&mut self, relay: libp2p::PeerId, addr: Multiaddr) {
+        self.wanted.entry(relay).or_insert(RelayTarget {
+            addr,
+            listener: None,
+            failures: 0,
+            next_attempt: tokio::time::Instant::now(),
+        });
+    }
+
+    /// Wants up to [`AUTO_RELAYS_MAX`] bootstrap nodes as relays, unless relays were configured.
+    fn want_bootstrap(&mut self) {
+        if self.configured {
+            return;
+        }
+        for (peer, addr) in self.bootstrap.clone() {
+            if self.wanted.len() >= AUTO_RELAYS_MAX {
+                break;
+            }
+            self.want(peer, addr);
+        }
+    }
+
+    /// Listens on a circuit through every wanted relay that is due: the relay client dials
+    /// it and asks for a reservation, then peers reach this node at
+    /// `<relay addr>/p2p-circuit/p2p/<us>`.
+    fn reserve_due(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let now = tokio::time::Instant::now();
+        if self.waiting_for_listener.is_some_and(|until| now < until) {
+            return;
+        }
+        for target in self.wanted.values_mut().filter(|t| t.listener.is_none() && t.next_attempt <= now) {
+            match swarm.listen_on(target.addr.clone().with(Protocol::P2pCircuit)) {
+                Ok(id) => {
+                    tracing::debug!(relay = %target.addr, "requesting a relay reservation");
+                    target.listener = Some(id);
+                }
+                Err(e) => {
+                    tracing::warn!(relay = %target.addr, error = %e, "cannot listen through a relay");
+                    target.failures += 1;
+                    target.next_attempt = now + relay_backoff(target.failures);
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, relay: &libp2p::PeerId) {
+        if let Some(target) = self.wanted.get_mut(relay) {
+            target.failures = 0;
+        }
+    }
+
+    /// A listener ended (the relay went away, or refused): try again after a back-off.
+    /// Returns the relay it was for.
+    fn closed(&mut self, listener: ListenerId) -> Option<libp2p::PeerId> {
+        let (relay, target) = self.wanted.iter_mut().find(|(_, t)| t.listener == Some(listener))?;
+        target.listener = None;
+        target.failures += 1;
+        target.next_attempt = tokio::time::Instant::now() + relay_backoff(target.failures);
+        Some(*relay)
+    }
+}
+
+/// 2 s after the first failure, doubling up to 5 minutes.
+fn relay_backoff(failures: u32) -> Duration {
+    (Duration::from_secs(2) * 2u32.saturating_pow(failures.saturating_sub(1).min(8)))
+        .min(Duration::from_secs(300))
+}
+
 async fn run_swarm(
     mut swarm: Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     shared: Arc<Mutex<Shared>>,
+    mut relaying: Relaying,
 ) {
     let mut dials: HashMap<libp2p::PeerId, Vec<oneshot::Sender<Result<(), NetError>>>> = HashMap::new();
     let mut bootstrapped = false;
@@ -373,8 +679,11 @@ async fn run_swarm(
     let mut peer_queries: HashMap<kad::QueryId, (libp2p::PeerId, oneshot::Sender<Option<PeerRecord>>)> =
         HashMap::new();
     let local = *swarm.local_peer_id();
+    let mut relay_retries = tokio::time::interval(Duration::from_secs(1));
+    relay_retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = relay_retries.tick() => relaying.reserve_due(&mut swarm),
             command = commands.recv() => match command {
                 None => return, // the handle is gone
                 Some(Command::Dial { peer, addrs, reply }) => {
@@ -414,6 +723,10 @@ async fn run_swarm(
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
                     tracing::info!(%address, "listening for peers");
+                    if !is_relayed(&address) {
+                        relaying.waiting_for_listener = None;
+                        relaying.reserve_due(&mut swarm);
+                    }
                     shared.lock().expect("lock").listen_addrs.push(address);
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
@@ -480,6 +793,74 @@ async fn run_swarm(
                 SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
                     shared.lock().expect("lock").rtt.insert(to_port(&peer), rtt);
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                    let (nat, public_addr) = match &new {
+                        autonat::NatStatus::Public(addr) => ("public", Some(addr.to_string())),
+                        autonat::NatStatus::Private => ("private", None),
+                        autonat::NatStatus::Unknown => ("unknown", None),
+                    };
+                    tracing::info!(nat, public_addr = ?public_addr, "reachability changed");
+                    {
+                        let mut state = shared.lock().expect("lock");
+                        state.reachability.nat = nat;
+                        state.reachability.public_addr = public_addr;
+                    }
+                    if new == autonat::NatStatus::Private {
+                        relaying.want_bootstrap();
+                        relaying.reserve_due(&mut swarm);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. })) => {
+                    if !renewal {
+                        tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                    }
+                    relaying.accepted(&relay_peer_id);
+                    let relays = &mut shared.lock().expect("lock").reachability.relays;
+                    let relay = relay_peer_id.to_string();
+                    if !relays.contains(&relay) {
+                        relays.push(relay);
+                    }
+                }
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                    if let Some(relay) = relaying.closed(listener_id) {
+                        tracing::warn!(%relay, reason = ?reason, "no relay reservation; retrying later");
+                        let relay = relay.to_string();
+                        shared.lock().expect("lock").reachability.relays.retain(|r| *r != relay);
+                    }
+                }
+                SwarmEvent::ExpiredListenAddr { address, .. } => {
+                    shared.lock().expect("lock").listen_addrs.retain(|a| *a != address);
+                }
+                SwarmEvent::ExternalAddrConfirmed { address } => {
+                    tracing::info!(%address, "address confirmed reachable");
+                    let mut state = shared.lock().expect("lock");
+                    if !state.external_addrs.contains(&address) {
+                        state.external_addrs.push(address);
+                    }
+                }
+                SwarmEvent::NewExternalAddrCandidate { address } => {
+                    let observed = &mut shared.lock().expect("lock").reachability.observed_addrs;
+                    let address = address.to_string();
+                    observed.retain(|a| *a != address);
+                    observed.insert(0, address);
+                    observed.truncate(OBSERVED_ADDRS_KEPT);
+                }
+                SwarmEvent::ExternalAddrExpired { address } => {
+                    shared.lock().expect("lock").external_addrs.retain(|a| *a != address);
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
+                    let mut state = shared.lock().expect("lock");
+                    match result {
+                        Ok(_) => {
+                            tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
+                            state.reachability.hole_punches += 1;
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
+                            state.reachability.hole_punch_failures += 1;
+                        }
+                    }
+                }
                 _ => {}
             },
         }
@@ -492,11 +873,12 @@ mod tests {
     use crate::exchange::wire::{BlockAddress, Message, WantEntry, WantList, WantType};
 
     async fn node() -> Arc<P2pNetwork> {
-        let config = P2pConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            bootstrap: vec![],
-            idle_timeout: Duration::from_secs(30),
-        };
+        node_with(P2pConfig::default()).await
+    }
+
+    /// A node listening on a loopback port, with `config` otherwise.
+    async fn node_with(config: P2pConfig) -> Arc<P2pNetwork> {
+        let config = P2pConfig { listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()], ..config };
         let network = P2pNetwork::start(Keypair::generate_ed25519(), config).await.unwrap();
         for _ in 0..100 {
             if !network.listen_addrs().is_empty() {
@@ -550,6 +932,129 @@ mod tests {
         b.send(&a.local_peer_id(), big.clone()).await.unwrap();
         assert_eq!(next_message(&a).await.1, big);
         assert!(a.connected_peers().contains(&b.local_peer_id()));
+    }
+
+    /// Polls `condition` every 20 ms for up to 20 s.
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn the_signed_peer_record_names_the_announced_addresses_and_is_checked() {
+        let announced = "/ip4/203.0.113.7/tcp/4040";
+        let a = node_with(P2pConfig { announce_addrs: vec![announced.into()], ..P2pConfig::default() }).await;
+        let record = a.signed_peer_record();
+        assert!(record.starts_with(SPR_PREFIX), "{record}");
+        let (peer, addrs) = decode_signed_peer_record(&record).unwrap();
+        assert_eq!(peer, a.local_peer_id());
+        assert_eq!(addrs, vec![announced.to_string()], "listen addresses stay hidden when announcing");
+        // A record altered anywhere fails its signature (or its encoding), never decodes.
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let bytes = engine.decode(&record[SPR_PREFIX.len()..]).unwrap();
+        for at in [bytes.len() / 2, bytes.len() - 1] {
+            let mut tampered = bytes.clone();
+            tampered[at] ^= 0x01;
+            let text = format!("{SPR_PREFIX}{}", engine.encode(&tampered));
+            assert!(decode_signed_peer_record(&text).is_err(), "flipped byte {at} accepted");
+        }
+        assert!(decode_signed_peer_record("nope").is_err());
+        // Without announce addresses the record carries the listen addresses.
+        let b = node().await;
+        let (_, addrs) = decode_signed_peer_record(&b.signed_peer_record()).unwrap();
+        let listening: Vec<String> =
+            b.listen_addrs().iter().map(|a| without_peer(&a.parse().unwrap()).to_string()).collect();
+        assert_eq!(addrs, listening);
+    }
+
+    #[tokio::test]
+    async fn a_node_reachable_only_through_a_relay_is_reached_then_hole_punched() {
+        // A relay hands out reservations only with an address confirmed reachable (by
+        // AutoNAT, or announced); this one announces its listen address.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+        let relay = P2pNetwork::start(
+            Keypair::generate_ed25519(),
+            P2pConfig {
+                listen_addrs: vec![listen.clone()],
+                announce_addrs: vec![listen],
+                ..P2pConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        eventually("the relay listening", || !relay.listen_addrs().is_empty()).await;
+        let relay_addr = relay.listen_addrs()[0].clone();
+        let circuit = format!("{relay_addr}/p2p-circuit");
+        // The hidden node keeps its listen addresses to itself, as one behind a NAT would
+        // have nothing dialable to tell, and announces only the circuit through the relay.
+        let hidden = node_with(P2pConfig {
+            relays: vec![relay_addr.clone()],
+            announce_addrs: vec![circuit.clone()],
+            ..P2pConfig::default()
+        })
+        .await;
+        eventually("a relay reservation", || !hidden.reachability().relays.is_empty()).await;
+        assert_eq!(hidden.reachability().relays, vec![relay.local_peer_id().to_string()]);
+        let (_, announced) = decode_signed_peer_record(&hidden.signed_peer_record()).unwrap();
+        assert!(announced.iter().all(|a| a.contains("/p2p-circuit")), "{announced:?}");
+
+        // Hole punching is best effort (real NATs defeat it often; here a race in which
+        // addresses each side knows when the relayed connection opens can): up to three
+        // clients try, and one must get through.
+        for attempt in 1..=3 {
+            // The client is part of the network (it bootstrapped from the relay), so it
+            // knows an address peers observe it at, which it offers when hole punching.
+            let before = hidden.reachability();
+            let client =
+                node_with(P2pConfig { bootstrap: vec![relay_addr.clone()], ..P2pConfig::default() }).await;
+            eventually("addresses observed", || !client.reachability().observed_addrs.is_empty()).await;
+            let through_relay = format!("{circuit}/p2p/{}", hidden.local_peer_id());
+            client.dial(&hidden.local_peer_id(), &[through_relay]).await.unwrap();
+            let frame = Bytes::from_static(b"through the relay");
+            client.send(&hidden.local_peer_id(), frame.clone()).await.unwrap();
+            assert_eq!(next_message(&hidden).await, (client.local_peer_id(), frame));
+            // DCUtR: the hidden node and the client swap the addresses peers observed them
+            // at, both dial at once, and a direct connection joins the relayed one.
+            let punched = || {
+                client.reachability().hole_punches > 0
+                    || hidden.reachability().hole_punches > before.hole_punches
+            };
+            eventually("a hole punching outcome", || {
+                punched()
+                    || client.reachability().hole_punch_failures > 0
+                    || hidden.reachability().hole_punch_failures > before.hole_punch_failures
+            })
+            .await;
+            if !punched() {
+                assert!(attempt < 3, "no hole punch in three tries: {:?}", hidden.reachability());
+                continue;
+            }
+            let back = Bytes::from_static(b"and back");
+            hidden.send(&client.local_peer_id(), back.clone()).await.unwrap();
+            assert_eq!(next_message(&client).await, (hidden.local_peer_id(), back));
+            break;
+        }
+    }
+
+    #[tokio::test]
+    async fn autonat_confirms_a_dialable_node_as_public() {
+        let config = P2pConfig { autonat_private_addrs: true, ..P2pConfig::default() };
+        let server = node_with(config.clone()).await;
+        let probed = node_with(P2pConfig { bootstrap: server.listen_addrs(), ..config }).await;
+        assert_eq!(probed.reachability().nat, "unknown");
+        eventually("an AutoNAT verdict", || probed.reachability().nat != "unknown").await;
+        let reachability = probed.reachability();
+        assert_eq!(reachability.nat, "public", "{reachability:?}");
+        let public = reachability.public_addr.expect("the dialled-back address");
+        assert!(probed.listen_addrs().iter().any(|a| a.starts_with(&public)), "{public}");
+        assert!(probed.announce_addrs().iter().any(|a| a.starts_with(&public)));
     }
 
     #[tokio::test]

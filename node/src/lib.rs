@@ -1,15 +1,16 @@
 //! Neverust: a storage node for the Archivist/Codex family of durability networks.
 //!
 //! The node's logic is written once against narrow ports, so the same code runs in
-//! production (tokio, LMDB, HTTP) and, later, under the deterministic simulator:
+//! production (tokio, LMDB, libp2p, HTTP) and under the deterministic simulator (`sim/`); both
+//! assemble a node with [`node::Node::start`], passing their adapters:
 //!
 //! | port | here | production adapter | simulator adapter |
 //! |---|---|---|---|
 //! | time, tasks | `tokio` (the `madsim-tokio` crate) | tokio | madsim |
 //! | compute | [`runtime::Compute`] | blocking pool | inline |
 //! | randomness | [`runtime::NodeRng`] | seeded from the OS once, at start | seeded from the scenario |
-//! | disk | [`store::BlockStore`] | [`store::LmdbStore`] (feature `production`) | in-memory engine |
-//! | network | [`net::Network`] | libp2p (networking issue) | simulated links |
+//! | disk | [`store::BlockStore`] | [`store::LmdbStore`] (feature `production`) | `SimDisk`: memory with a fault overlay |
+//! | network | [`net::Network`] | libp2p | `SimNetwork`: simulated links |
 //! | discovery | [`discovery::Discovery`] | Kademlia | modeled DHT |
 //!
 //! Modules, one concern each: [`content`] (CIDs, chunker, manifest), [`merkle`] (dataset
@@ -25,6 +26,7 @@ pub mod exchange;
 pub mod merkle;
 pub mod metrics;
 pub mod net;
+pub mod node;
 pub mod runtime;
 pub mod store;
 

@@ -28,6 +28,10 @@ impl Compute {
     {
         match self {
             Compute::Inline => work(),
+            // The simulator has no thread pool (madsim forbids OS threads): inline there too.
+            #[cfg(madsim)]
+            Compute::Pool => work(),
+            #[cfg(not(madsim))]
             Compute::Pool => match tokio::task::spawn_blocking(work).await {
                 Ok(result) => result,
                 Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),

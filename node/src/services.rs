@@ -1,17 +1,18 @@
-//! Assembling a node's services from its adapters (production): the dataset service over a
-//! store, the libp2p network, the block exchange and network retrieval. The binary, the
-//! benchmarks and embedded uses all start a node this way.
+//! Starting a production node: the libp2p network, then the node logic over it and a store
+//! ([`crate::node::Node::start`], which the simulator uses with its own adapters). The
+//! binary, the benchmarks and embedded uses all start a node this way.
 
 use std::sync::Arc;
 
 use libp2p::identity::Keypair;
 
 use crate::dataset::{Datasets, Fetcher};
-use crate::exchange::{EngineConfig, Exchange};
+use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
+use crate::node::{Node, NodeConfig, READVERTISE_INTERVAL};
 use crate::runtime::Compute;
-use crate::store::SharedStore;
+use crate::store::{Recovery, SharedStore, StoreError};
 
 /// A running node's services.
 #[derive(Clone)]
@@ -19,6 +20,17 @@ pub struct Services {
     pub datasets: Datasets,
     pub network: Arc<P2pNetwork>,
     pub fetcher: Fetcher,
+    /// What opening the store rolled back.
+    pub recovery: Recovery,
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Network(#[from] P2pError),
+    #[error("recovering the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// What [`Services::start`] needs besides the store and the key.
@@ -36,11 +48,16 @@ impl Services {
         keypair: Keypair,
         config: ServicesConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<Services, P2pError> {
+    ) -> Result<Services, StartError> {
         let network = P2pNetwork::start(keypair, config.p2p).await?;
-        let datasets = Datasets::new(store.clone(), Compute::Pool, config.block_size_bytes, metrics.clone());
-        let exchange = Exchange::start(network.clone(), store, config.engine, metrics);
-        let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), network.clone());
-        Ok(Services { datasets, network, fetcher })
+        let node_config = NodeConfig {
+            block_size_bytes: config.block_size_bytes,
+            engine: config.engine,
+            readvertise_interval: READVERTISE_INTERVAL,
+            compute: Compute::Pool,
+        };
+        let (Node { datasets, fetcher }, recovery) =
+            Node::start(store, network.clone(), network.clone(), node_config, metrics).await?;
+        Ok(Services { datasets, network, fetcher, recovery })
     }
 }

@@ -20,8 +20,6 @@ use crate::store::{BlockStore, LmdbStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
-/// How often every stored dataset is announced to the DHT again.
-pub const READVERTISE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Lock file inside the data directory, held while a node runs.
 pub const LOCK_FILE: &str = "node.lock";
 
@@ -78,14 +76,6 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let store_dir = data_dir.join(STORE_DIR);
     let store = LmdbStore::open(&store_dir, config.storage_quota.0)
         .with_context(|| format!("opening store {}", store_dir.display()))?;
-    let recovery = store.recover().await.context("recovering the store")?;
-    if recovery.uploads_rolled_back > 0 {
-        tracing::warn!(
-            uploads = recovery.uploads_rolled_back,
-            bytes = recovery.bytes_released,
-            "rolled back uploads interrupted by a crash"
-        );
-    }
     let space = store.space().await?;
     tracing::info!(
         data_dir = %data_dir.display(),
@@ -110,22 +100,17 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         },
         engine: EngineConfig::default(),
     };
-    let Services { datasets, network, fetcher } =
+    let Services { datasets, network, fetcher, recovery } =
         Services::start(Arc::new(store), keypair, services_config, metrics)
             .await
-            .context("starting the peer-to-peer network")?;
-    let advertiser = fetcher.clone();
-    tokio::spawn(async move {
-        // At start, then periodically, so records lost with departed DHT peers come back.
-        let mut every = tokio::time::interval(READVERTISE_INTERVAL);
-        loop {
-            every.tick().await;
-            match advertiser.advertise_all().await {
-                Ok(count) => tracing::debug!(datasets = count, "advertised stored datasets"),
-                Err(e) => tracing::warn!(error = %e, "advertising stored datasets failed"),
-            }
-        }
-    });
+            .context("starting the node")?;
+    if recovery.uploads_rolled_back > 0 {
+        tracing::warn!(
+            uploads = recovery.uploads_rolled_back,
+            bytes = recovery.bytes_released,
+            "rolled back uploads interrupted by a crash"
+        );
+    }
     let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());
     state.log_level = Some(log_level);
     state.network = Some(network);

@@ -1,0 +1,467 @@
+//! `SimNetwork`: the simulated network port, and the link model behind it (the `Fabric`).
+//!
+//! madsim provides the virtual clock, the scheduler and node kill/restart; its own network
+//! has only global latency and loss, so links are modeled here:
+//!
+//! - latency per directed link, drawn once from the scenario's range, plus per-message jitter;
+//! - bandwidth per node and direction, as FIFO queues: a message occupies the sender's uplink
+//!   and then the receiver's downlink for `size / bandwidth` (messages queue whole, so
+//!   concurrent flows share a link in arrival order, not by processor sharing);
+//! - loss as a stream transport sees it: a lost segment is retransmitted after a timeout
+//!   (at least 200 ms, doubling), and six losses in a row reset the connection;
+//! - partitions (one-way or both ways) and clogged nodes: nothing crosses; connections that
+//!   cross are noticed as closed after the failure-detection delay (a ping timeout);
+//! - datagram faults TCP and QUIC never produce, for robustness: duplication and reordering.
+//!
+//! Connections are modeled: a dial takes a round trip when the peer is reachable and fails
+//! after the dial timeout when it is not; a crashed peer's connections close for its peers
+//! after the failure-detection delay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use neverust::net::{NetError, NetEvent, Network, PeerId};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::trace::Trace;
+
+/// The link model's parameters, drawn for one run.
+#[derive(Clone, Debug)]
+pub struct LinkParams {
+    pub latency_ms: [f64; 2],
+    pub jitter_ms: f64,
+    pub bandwidth_bytes_per_s: f64,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
+    pub dial_timeout: Duration,
+    pub failure_detection: Duration,
+}
+
+const RETRANSMIT_MIN: Duration = Duration::from_millis(200);
+const LOSSES_BEFORE_RESET: u32 = 6;
+
+/// The simulated network all nodes share.
+pub struct Fabric {
+    params: LinkParams,
+    trace: Arc<Trace>,
+    state: Mutex<FabricState>,
+}
+
+struct FabricState {
+    rng: ChaCha8Rng,
+    nodes: Vec<Endpoint>,
+    by_peer: BTreeMap<PeerId, usize>,
+    /// One-way latency per directed link, drawn on first use.
+    latency: BTreeMap<(usize, usize), Duration>,
+    /// Last delivery time per directed link (FIFO order).
+    last_delivery: BTreeMap<(usize, usize), Instant>,
+    /// Directed blocks: traffic from the first set to the second does not pass.
+    partitions: Vec<(BTreeSet<usize>, BTreeSet<usize>)>,
+    clogged: BTreeSet<usize>,
+    stats: NetStats,
+}
+
+struct Endpoint {
+    peer: PeerId,
+    /// Bumped at every crash or restart; messages and events for an older one are dropped.
+    incarnation: u64,
+    alive: bool,
+    inbox: Option<mpsc::UnboundedSender<NetEvent>>,
+    connections: BTreeSet<usize>,
+    /// Peers this incarnation dropped for misbehaviour: refused from then on.
+    blocked: BTreeSet<usize>,
+    /// Multiplies latency and divides bandwidth (a slow node).
+    slowness: f64,
+    uplink_free_at: Instant,
+    downlink_free_at: Instant,
+}
+
+/// Traffic counters.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct NetStats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub retransmissions: u64,
+    pub connection_resets: u64,
+    pub dials: u64,
+    pub failed_dials: u64,
+}
+
+impl Fabric {
+    pub fn new(
+        params: LinkParams,
+        peers: Vec<PeerId>,
+        slowness: Vec<f64>,
+        rng: ChaCha8Rng,
+        trace: Arc<Trace>,
+    ) -> Arc<Fabric> {
+        let now = Instant::now();
+        let nodes = peers
+            .iter()
+            .zip(slowness)
+            .map(|(peer, slowness)| Endpoint {
+                peer: peer.clone(),
+                incarnation: 0,
+                alive: false,
+                inbox: None,
+                connections: BTreeSet::new(),
+                blocked: BTreeSet::new(),
+                slowness,
+                uplink_free_at: now,
+                downlink_free_at: now,
+            })
+            .collect();
+        let by_peer = peers.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect();
+        Arc::new(Fabric {
+            params,
+            trace,
+            state: Mutex::new(FabricState {
+                rng,
+                nodes,
+                by_peer,
+                latency: BTreeMap::new(),
+                last_delivery: BTreeMap::new(),
+                partitions: Vec::new(),
+                clogged: BTreeSet::new(),
+                stats: NetStats::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FabricState> {
+        self.state.lock().expect("fabric lock")
+    }
+
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats.clone()
+    }
+
+    pub fn peer(&self, index: usize) -> PeerId {
+        self.lock().nodes[index].peer.clone()
+    }
+
+    pub fn index_of(&self, peer: &PeerId) -> Option<usize> {
+        self.lock().by_peer.get(peer).copied()
+    }
+
+    pub fn is_alive(&self, index: usize) -> bool {
+        self.lock().nodes[index].alive
+    }
+
+    /// A node (re)starts: its network port, with a fresh inbox.
+    pub fn attach(self: &Arc<Fabric>, index: usize) -> Arc<SimNetwork> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.lock();
+        let node = &mut state.nodes[index];
+        node.incarnation += 1;
+        node.alive = true;
+        node.inbox = Some(tx);
+        node.connections.clear();
+        node.blocked.clear();
+        let incarnation = node.incarnation;
+        drop(state);
+        self.trace.record(format_args!("attach {index}"));
+        Arc::new(SimNetwork { fabric: self.clone(), index, incarnation, events: tokio::sync::Mutex::new(rx) })
+    }
+
+    /// A node stops (crash or departure): its connections close for its peers after the
+    /// failure-detection delay.
+    pub fn detach(self: &Arc<Fabric>, index: usize) {
+        let peers = {
+            let mut state = self.lock();
+            let node = &mut state.nodes[index];
+            node.alive = false;
+            node.incarnation += 1;
+            node.inbox = None;
+            std::mem::take(&mut node.connections)
+        };
+        self.trace.record(format_args!("detach {index}"));
+        for peer in peers {
+            self.close_later(peer, index, self.params.failure_detection);
+        }
+    }
+
+    /// Tells `at` (if the same incarnation is still up then) that `gone` disconnected.
+    fn close_later(self: &Arc<Fabric>, at: usize, gone: usize, delay: Duration) {
+        let fabric = self.clone();
+        let incarnation = self.lock().nodes[at].incarnation;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut state = fabric.lock();
+            let gone_peer = state.nodes[gone].peer.clone();
+            let node = &mut state.nodes[at];
+            if node.incarnation == incarnation
+                && node.connections.remove(&gone)
+                && let Some(inbox) = &node.inbox
+            {
+                let _ = inbox.send(NetEvent::Disconnected(gone_peer));
+            }
+        });
+    }
+
+    /// Blocks traffic from `a` to `b` (and back unless `one_way`) until [`Fabric::heal`].
+    pub fn partition(self: &Arc<Fabric>, a: BTreeSet<usize>, b: BTreeSet<usize>, one_way: bool) {
+        let crossing: Vec<(usize, usize)> = {
+            let mut state = self.lock();
+            state.partitions.push((a.clone(), b.clone()));
+            if !one_way {
+                state.partitions.push((b.clone(), a.clone()));
+            }
+            let state = &*state;
+            a.iter()
+                .flat_map(|&x| {
+                    state.nodes[x].connections.iter().filter(|y| b.contains(y)).map(move |&y| (x, y))
+                })
+                .collect()
+        };
+        self.trace.record(format_args!("partition {} {} one_way={one_way}", a.len(), b.len()));
+        for (x, y) in crossing {
+            self.close_later(x, y, self.params.failure_detection);
+            self.close_later(y, x, self.params.failure_detection);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.lock().partitions.clear();
+        self.trace.record("heal");
+    }
+
+    pub fn clog(self: &Arc<Fabric>, nodes: BTreeSet<usize>) {
+        let crossing: Vec<(usize, usize)> = {
+            let mut state = self.lock();
+            state.clogged.extend(nodes.iter().copied());
+            nodes.iter().flat_map(|&x| state.nodes[x].connections.iter().map(move |&y| (x, y))).collect()
+        };
+        self.trace.record(format_args!("clog {}", nodes.len()));
+        for (x, y) in crossing {
+            self.close_later(x, y, self.params.failure_detection);
+            self.close_later(y, x, self.params.failure_detection);
+        }
+    }
+
+    pub fn unclog(&self, nodes: &BTreeSet<usize>) {
+        let mut state = self.lock();
+        for n in nodes {
+            state.clogged.remove(n);
+        }
+    }
+
+    /// Whether `a` and `b` could talk now (both up, nothing in between).
+    pub fn reaches(&self, a: usize, b: usize) -> bool {
+        let state = self.lock();
+        state.nodes[a].alive && Self::passes(&state, a, b) && Self::passes(&state, b, a)
+    }
+
+    /// Whether traffic passes from `a` to `b` now.
+    fn passes(state: &FabricState, a: usize, b: usize) -> bool {
+        state.nodes[b].alive
+            && !state.clogged.contains(&a)
+            && !state.clogged.contains(&b)
+            && !state.partitions.iter().any(|(from, to)| from.contains(&a) && to.contains(&b))
+    }
+
+    fn latency(&self, state: &mut FabricState, a: usize, b: usize) -> Duration {
+        let [low, high] = self.params.latency_ms;
+        let base = *state
+            .latency
+            .entry((a, b))
+            .or_insert_with(|| Duration::from_secs_f64(state.rng.random_range(low..=high.max(low)) / 1000.0));
+        let jitter = if self.params.jitter_ms > 0.0 {
+            Duration::from_secs_f64(state.rng.random_range(0.0..self.params.jitter_ms) / 1000.0)
+        } else {
+            Duration::ZERO
+        };
+        (base + jitter).mul_f64(state.nodes[a].slowness.max(state.nodes[b].slowness))
+    }
+
+    /// The mean round trip, for modeled costs (DHT lookups).
+    pub fn mean_rtt(&self) -> Duration {
+        let [low, high] = self.params.latency_ms;
+        Duration::from_secs_f64((low + high) / 1000.0)
+    }
+
+    async fn dial(self: &Arc<Fabric>, from: usize, incarnation: u64, to: &PeerId) -> Result<(), NetError> {
+        let (target, reachable, rtt) = {
+            let mut state = self.lock();
+            state.stats.dials += 1;
+            let Some(&target) = state.by_peer.get(to) else {
+                return Err(NetError::Dial(format!("unknown peer {to}")));
+            };
+            if target == from {
+                return Err(NetError::Dial("cannot dial self".into()));
+            }
+            if state.nodes[from].connections.contains(&target) {
+                return Ok(());
+            }
+            let refused =
+                state.nodes[from].blocked.contains(&target) || state.nodes[target].blocked.contains(&from);
+            let reachable =
+                !refused && Self::passes(&state, from, target) && Self::passes(&state, target, from);
+            let rtt = self.latency(&mut state, from, target) + self.latency(&mut state, target, from);
+            (target, reachable, rtt)
+        };
+        tokio::time::sleep(if reachable { rtt } else { self.params.dial_timeout }).await;
+        let mut state = self.lock();
+        let ok = reachable
+            && state.nodes[from].incarnation == incarnation
+            && Self::passes(&state, from, target)
+            && Self::passes(&state, target, from);
+        if !ok {
+            state.stats.failed_dials += 1;
+            return Err(NetError::Dial(format!("{to} unreachable")));
+        }
+        if state.nodes[from].connections.insert(target) {
+            let from_peer = state.nodes[from].peer.clone();
+            state.nodes[target].connections.insert(from);
+            if let Some(inbox) = &state.nodes[target].inbox {
+                let _ = inbox.send(NetEvent::Connected(from_peer));
+            }
+            if let Some(inbox) = &state.nodes[from].inbox {
+                let _ = inbox.send(NetEvent::Connected(to.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(
+        self: &Arc<Fabric>,
+        from: usize,
+        incarnation: u64,
+        to: &PeerId,
+        payload: Bytes,
+    ) -> Result<(), NetError> {
+        let mut state = self.lock();
+        if state.nodes[from].incarnation != incarnation {
+            return Err(NetError::Closed);
+        }
+        let Some(&target) = state.by_peer.get(to) else {
+            return Err(NetError::NotConnected(to.clone()));
+        };
+        if !state.nodes[from].connections.contains(&target) {
+            return Err(NetError::NotConnected(to.clone()));
+        }
+        let size = payload.len() as u64;
+        state.stats.messages += 1;
+        state.stats.bytes += size;
+        if !Self::passes(&state, from, target) {
+            // Stuck behind a partition or a clog: lost when the connection times out.
+            state.stats.dropped += 1;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let bandwidth = self.params.bandwidth_bytes_per_s;
+        let up = Duration::from_secs_f64(size as f64 * state.nodes[from].slowness / bandwidth);
+        let down = Duration::from_secs_f64(size as f64 * state.nodes[target].slowness / bandwidth);
+        let sent_at = state.nodes[from].uplink_free_at.max(now) + up;
+        state.nodes[from].uplink_free_at = sent_at;
+        let latency = self.latency(&mut state, from, target);
+        let mut arrival = sent_at + latency;
+        // Loss on a stream transport: retransmissions delay the message; too many reset.
+        let mut losses = 0;
+        let mut timeout = RETRANSMIT_MIN.max(latency * 4);
+        while self.params.loss > 0.0 && state.rng.random_bool(self.params.loss) {
+            losses += 1;
+            state.stats.retransmissions += 1;
+            if losses >= LOSSES_BEFORE_RESET {
+                state.stats.connection_resets += 1;
+                drop(state);
+                self.trace.record(format_args!("reset {from} {target}"));
+                self.close_later(from, target, Duration::ZERO);
+                self.close_later(target, from, latency);
+                return Ok(());
+            }
+            arrival += timeout;
+            timeout *= 2;
+        }
+        let delivered = state.nodes[target].downlink_free_at.max(arrival) + down;
+        state.nodes[target].downlink_free_at = delivered;
+        let reorder = self.params.reorder > 0.0 && state.rng.random_bool(self.params.reorder);
+        let link = state.last_delivery.entry((from, target)).or_insert(now);
+        let delivered = if reorder { delivered } else { delivered.max(*link) };
+        if !reorder {
+            *link = delivered;
+        }
+        let copies =
+            if self.params.duplicate > 0.0 && state.rng.random_bool(self.params.duplicate) { 2 } else { 1 };
+        let target_incarnation = state.nodes[target].incarnation;
+        let from_peer = state.nodes[from].peer.clone();
+        drop(state);
+        if losses > 0 {
+            self.trace.record(format_args!("retransmit {from} {target} {losses}"));
+        }
+        self.trace.record(format_args!("send {from} {target} {size} {}", (delivered - now).as_nanos()));
+        let fabric = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(delivered).await;
+            let state = fabric.lock();
+            let node = &state.nodes[target];
+            if node.incarnation == target_incarnation
+                && node.connections.contains(&from)
+                && let Some(inbox) = &node.inbox
+            {
+                for _ in 0..copies {
+                    let _ =
+                        inbox.send(NetEvent::Message { from: from_peer.clone(), payload: payload.clone() });
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A node's simulated network port (one per incarnation of the node).
+pub struct SimNetwork {
+    fabric: Arc<Fabric>,
+    index: usize,
+    incarnation: u64,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<NetEvent>>,
+}
+
+#[async_trait]
+impl Network for SimNetwork {
+    fn local_peer_id(&self) -> PeerId {
+        self.fabric.peer(self.index)
+    }
+
+    fn connected_peers(&self) -> Vec<PeerId> {
+        let state = self.fabric.lock();
+        let node = &state.nodes[self.index];
+        if node.incarnation != self.incarnation {
+            return Vec::new();
+        }
+        node.connections.iter().map(|&i| state.nodes[i].peer.clone()).collect()
+    }
+
+    async fn dial(&self, peer: &PeerId, _addrs: &[String]) -> Result<(), NetError> {
+        self.fabric.dial(self.index, self.incarnation, peer).await
+    }
+
+    async fn disconnect(&self, peer: &PeerId) {
+        let Some(target) = self.fabric.index_of(peer) else { return };
+        self.fabric.trace.record(format_args!("disconnect {} {target}", self.index));
+        let connected = {
+            let mut state = self.fabric.lock();
+            state.nodes[self.index].blocked.insert(target);
+            state.nodes[self.index].connections.remove(&target)
+        };
+        if connected {
+            self.fabric.close_later(target, self.index, Duration::ZERO);
+        }
+    }
+
+    async fn send(&self, to: &PeerId, payload: Bytes) -> Result<(), NetError> {
+        self.fabric.send(self.index, self.incarnation, to, payload)
+    }
+
+    async fn next_event(&self) -> Option<NetEvent> {
+        self.events.lock().await.recv().await
+    }
+}

@@ -1,0 +1,648 @@
+//! Scenario files: what a run simulates. The schema is documented in `scenarios/README.md`.
+//!
+//! Numbers written as a two-element array (`latency-ms = [5, 80]`) are ranges: each seed draws
+//! its own value ("swarm testing"), so a suite of seeds covers many configurations.
+
+use std::fmt;
+use std::time::Duration;
+
+use neverust::config::ByteSize;
+use rand::Rng;
+use serde::Deserialize;
+
+/// A parsed scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seeds `cargo sim suite` runs, `A..B` (end excluded).
+    #[serde(default = "default_suite_seeds")]
+    pub suite_seeds: String,
+    /// Simulated time with workloads and faults.
+    pub duration: Span,
+    /// Simulated time after the faults stop, for downloads to complete and checks to run.
+    #[serde(default = "default_healing")]
+    pub healing: Span,
+    #[serde(default = "default_block_size")]
+    pub block_size: ByteSize,
+    pub nodes: Nodes,
+    #[serde(default)]
+    pub network: NetworkModel,
+    #[serde(default)]
+    pub dht: DhtModel,
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<Workload>,
+    #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
+    pub invariants: Invariants,
+}
+
+fn default_suite_seeds() -> String {
+    "1..4".into()
+}
+
+fn default_healing() -> Span {
+    Span(Duration::from_secs(120))
+}
+
+fn default_block_size() -> ByteSize {
+    ByteSize(64 << 10)
+}
+
+/// Node counts and roles. Node 0 is the bootstrap node every other node dials at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Nodes {
+    /// Storage nodes (uploads and downloads run on them), the bootstrap node included.
+    pub count: Param<u64>,
+    #[serde(default = "default_quota")]
+    pub quota: ByteSize,
+    /// Share of nodes whose links are `slow-factor` times slower (latency and bandwidth).
+    #[serde(default)]
+    pub slow_fraction: Param<f64>,
+    #[serde(default = "default_slow_factor")]
+    pub slow_factor: f64,
+}
+
+fn default_quota() -> ByteSize {
+    ByteSize(4 << 30)
+}
+
+fn default_slow_factor() -> f64 {
+    10.0
+}
+
+/// The link model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NetworkModel {
+    /// One-way latency of a link, drawn per link from this range.
+    #[serde(default = "default_latency")]
+    pub latency_ms: Param<f64>,
+    /// Extra latency per message, drawn from 0..jitter.
+    #[serde(default)]
+    pub jitter_ms: Param<f64>,
+    /// Per node, each direction (uplink and downlink), per second.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth: ByteSize,
+    /// Probability that a segment is lost and retransmitted (a stream transport never drops
+    /// a message: loss costs retransmission time, and a run of losses resets the connection).
+    #[serde(default)]
+    pub loss: Param<f64>,
+    /// Probability that a message is delivered twice (a datagram fault; TCP and QUIC never
+    /// do this: it tests that node logic is idempotent).
+    #[serde(default)]
+    pub duplicate: Param<f64>,
+    /// Probability that a message skips the link's FIFO order (a datagram fault as above).
+    #[serde(default)]
+    pub reorder: Param<f64>,
+    /// How long a dial to an unreachable peer takes to fail.
+    #[serde(default = "default_dial_timeout")]
+    pub dial_timeout: Span,
+    /// How long until a dead or partitioned peer's connections are noticed as closed (ping
+    /// timeout).
+    #[serde(default = "default_failure_detection")]
+    pub failure_detection: Span,
+}
+
+fn default_latency() -> Param<f64> {
+    Param::Range([5.0, 60.0])
+}
+
+fn default_bandwidth() -> ByteSize {
+    ByteSize(50 << 20)
+}
+
+fn default_dial_timeout() -> Span {
+    Span(Duration::from_secs(5))
+}
+
+fn default_failure_detection() -> Span {
+    Span(Duration::from_secs(20))
+}
+
+impl Default for NetworkModel {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// The modeled DHT.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DhtModel {
+    /// Nodes a provider record is stored on (Kademlia's k).
+    #[serde(default = "default_replication")]
+    pub replication: u64,
+    /// How long a provider record lives unless republished.
+    #[serde(default = "default_record_ttl")]
+    pub record_ttl: Span,
+    /// How often a node announces its datasets again.
+    #[serde(default = "default_republish")]
+    pub republish: Span,
+}
+
+fn default_replication() -> u64 {
+    20
+}
+
+fn default_record_ttl() -> Span {
+    Span(Duration::from_secs(24 * 3600))
+}
+
+fn default_republish() -> Span {
+    Span(Duration::from_secs(30 * 60))
+}
+
+impl Default for DhtModel {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// A stream of operations.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    /// Operations in all.
+    pub count: Param<u64>,
+    /// Upload sizes, drawn per upload.
+    #[serde(default)]
+    pub size: Option<SizeParam>,
+    /// When the first operation starts.
+    #[serde(default)]
+    pub start: Span,
+    /// Time between operations.
+    #[serde(default = "default_every")]
+    pub every: Span,
+    /// Nodes the operations run on (indices); all storage nodes if absent.
+    #[serde(default)]
+    pub nodes: Option<[u64; 2]>,
+}
+
+fn default_every() -> Span {
+    Span(Duration::from_secs(1))
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    /// Upload fresh random bytes to a live node.
+    Upload,
+    /// Download an acknowledged dataset on a live node that lacks it, by DHT discovery.
+    Download,
+}
+
+/// Faults injected during the fault phase.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Faults {
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    #[serde(default)]
+    pub crash: Vec<Crash>,
+    #[serde(default)]
+    pub depart: Vec<Depart>,
+    #[serde(default)]
+    pub partition: Vec<Partition>,
+    #[serde(default)]
+    pub clog: Vec<Clog>,
+    #[serde(default)]
+    pub disk: Option<DiskFaults>,
+}
+
+/// Nodes leaving and coming back at random.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Churn {
+    /// Departures per hour, all nodes together (a Poisson process).
+    pub departures_per_hour: Param<f64>,
+    /// How long a departed node stays away, drawn per departure.
+    pub downtime: [Span; 2],
+    /// Share of departures that are crashes (kill -9) rather than clean stops.
+    #[serde(default = "default_crash_share")]
+    pub crash_share: f64,
+    /// Share of departures that are permanent (the node and its disk are gone).
+    #[serde(default)]
+    pub permanent_share: f64,
+    /// Nodes churn never touches (the bootstrap node, say).
+    #[serde(default)]
+    pub spare: Vec<u64>,
+}
+
+fn default_crash_share() -> f64 {
+    0.5
+}
+
+/// One node crashing, and restarting later (or never).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Crash {
+    pub at: Span,
+    pub node: Target,
+    #[serde(default)]
+    pub restart_after: Option<Span>,
+}
+
+/// Nodes leaving for good, disks and all.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Depart {
+    pub at: Span,
+    pub node: Target,
+    /// Time between departures when `node` names several.
+    #[serde(default)]
+    pub every: Span,
+}
+
+/// Which node(s) a fault hits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    /// A node index.
+    Index(u64),
+    /// `"random"`, or `"holders-of-first-upload"`: every node holding the first dataset.
+    Named(String),
+}
+
+/// Traffic between two groups blocked (in one direction only if `one-way`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Partition {
+    pub at: Span,
+    pub duration: Span,
+    /// Share of nodes on side A (the lowest indices after a seeded shuffle).
+    #[serde(default = "default_split")]
+    pub split: Param<f64>,
+    #[serde(default)]
+    pub one_way: bool,
+}
+
+fn default_split() -> Param<f64> {
+    Param::Scalar(0.5)
+}
+
+/// Nodes whose traffic stalls completely for a while.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Clog {
+    pub at: Span,
+    pub duration: Span,
+    pub nodes: Param<u64>,
+}
+
+/// Disk faults, per node, as rates over the fault phase.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DiskFaults {
+    /// Share of disks that acknowledge a sync before the data is durable (a write cache):
+    /// a crash loses what they acknowledged since their last real flush.
+    #[serde(default)]
+    pub lying_fsync_share: f64,
+    /// How long such a disk keeps acknowledged writes only in its cache.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: Span,
+    /// Whether a crash can tear the block being written on such a disk.
+    #[serde(default)]
+    pub torn_writes: bool,
+    /// Stored blocks silently flipped per hour, all disks together.
+    #[serde(default)]
+    pub bit_rot_per_hour: Param<f64>,
+    /// Stored blocks that become unreadable per hour, all disks together.
+    #[serde(default)]
+    pub latent_errors_per_hour: Param<f64>,
+    /// Probability that a block write lands on another block's place.
+    #[serde(default)]
+    pub misdirected_write: f64,
+    /// Share of disks much smaller than the quota says (they fill up).
+    #[serde(default)]
+    pub small_disk_share: f64,
+    #[serde(default = "default_small_disk")]
+    pub small_disk: ByteSize,
+    /// Bit rot and latent errors strike only blocks of datasets with another intact copy,
+    /// keeping these faults within the redundancy the data has; `false` lets them destroy
+    /// a last copy (the oracle then reports the loss).
+    #[serde(default = "default_true")]
+    pub spare_last_copy: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_flush_interval() -> Span {
+    Span(Duration::from_secs(30))
+}
+
+fn default_small_disk() -> ByteSize {
+    ByteSize(2 << 20)
+}
+
+impl Default for DiskFaults {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// What the run must show.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Invariants {
+    /// After healing, every outstanding download must complete within this bound.
+    #[serde(default = "default_liveness_bound")]
+    pub liveness_bound: Span,
+    /// "Sometimes" probes that must have fired at least once.
+    #[serde(default)]
+    pub sometimes: Vec<String>,
+    /// The invariant this scenario is built to break (the run passes when exactly it fails).
+    #[serde(default)]
+    pub expect_failure: Option<String>,
+}
+
+fn default_liveness_bound() -> Span {
+    Span(Duration::from_secs(300))
+}
+
+impl Default for Invariants {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// A value, or a range `[low, high]` drawn once per seed.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Param<T> {
+    Scalar(T),
+    Range([T; 2]),
+}
+
+impl<T: Default> Default for Param<T> {
+    fn default() -> Self {
+        Param::Scalar(T::default())
+    }
+}
+
+impl Param<f64> {
+    pub fn draw(&self, rng: &mut impl Rng) -> f64 {
+        match *self {
+            Param::Scalar(v) => v,
+            Param::Range([a, b]) if a < b => rng.random_range(a..=b),
+            Param::Range([a, _]) => a,
+        }
+    }
+}
+
+impl Param<u64> {
+    pub fn draw(&self, rng: &mut impl Rng) -> u64 {
+        match *self {
+            Param::Scalar(v) => v,
+            Param::Range([a, b]) if a < b => rng.random_range(a..=b),
+            Param::Range([a, _]) => a,
+        }
+    }
+}
+
+/// An upload size, or a range of them drawn per upload.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeParam {
+    Scalar(ByteSize),
+    Range([ByteSize; 2]),
+}
+
+impl SizeParam {
+    pub fn draw(&self, rng: &mut impl Rng) -> u64 {
+        match *self {
+            SizeParam::Scalar(v) => v.0,
+            SizeParam::Range([a, b]) if a.0 < b.0 => rng.random_range(a.0..=b.0),
+            SizeParam::Range([a, _]) => a.0,
+        }
+    }
+}
+
+/// A span of simulated time: `"250ms"`, `"30s"`, `"5m"`, `"2h"`, or seconds as a number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Seconds(f64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Seconds(s) if s >= 0.0 => Ok(Span(Duration::from_secs_f64(s))),
+            Repr::Seconds(s) => Err(serde::de::Error::custom(format!("{s} is negative"))),
+            Repr::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+        let seconds = match unit.trim() {
+            "ms" => value / 1000.0,
+            "s" | "" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86400.0,
+            other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+        };
+        Ok(Span(Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs_f64();
+        if s >= 3600.0 {
+            write!(f, "{:.1}h", s / 3600.0)
+        } else if s >= 60.0 {
+            write!(f, "{:.1}m", s / 60.0)
+        } else {
+            write!(f, "{s:.1}s")
+        }
+    }
+}
+
+/// Why a scenario file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The sometimes-probes a scenario may require.
+pub const PROBES: [&str; 9] = [
+    "download-completed",
+    "download-while-a-holder-was-down",
+    "download-after-partition-healed",
+    "crash-rolled-back-an-upload",
+    "node-restarted",
+    "corrupt-block-detected",
+    "read-error-survived",
+    "disk-full-refused-an-upload",
+    "retransmission",
+];
+
+/// The invariants a run checks.
+pub const INVARIANTS: [&str; 4] = ["integrity", "durability", "liveness", "sometimes"];
+
+impl Scenario {
+    /// Parses and validates a scenario file's text; errors name the file, the key and the line.
+    pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid { path: path.into(), message };
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().into()))?;
+        scenario.validate().map_err(invalid)?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let count_max = match self.nodes.count {
+            Param::Scalar(n) => n,
+            Param::Range([_, b]) => b,
+        };
+        let count_min = match self.nodes.count {
+            Param::Scalar(n) => n,
+            Param::Range([a, _]) => a,
+        };
+        if count_min < 2 {
+            return Err("nodes.count: at least 2 nodes (a bootstrap node and one more)".into());
+        }
+        if count_max > 5000 {
+            return Err("nodes.count: at most 5000 nodes".into());
+        }
+        if self.duration.0.is_zero() {
+            return Err("duration: must be more than 0s".into());
+        }
+        for (i, w) in self.workloads.iter().enumerate() {
+            if w.kind == WorkloadKind::Upload && w.size.is_none() {
+                return Err(format!("workload[{i}].size: an upload workload needs a size"));
+            }
+            if let Some([a, b]) = w.nodes
+                && (a > b || b >= count_min)
+            {
+                return Err(format!("workload[{i}].nodes: [{a}, {b}] is not a range of node indices"));
+            }
+        }
+        let shares = [
+            ("network.loss", self.network.loss_max()),
+            ("nodes.slow-fraction", max_of(self.nodes.slow_fraction)),
+        ];
+        for (key, value) in shares {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{key}: {value} is not a probability between 0 and 1"));
+            }
+        }
+        if let Some(churn) = &self.faults.churn {
+            if churn.downtime[0] > churn.downtime[1] {
+                return Err("faults.churn.downtime: [low, high] with low <= high".into());
+            }
+            for (key, v) in [("crash-share", churn.crash_share), ("permanent-share", churn.permanent_share)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(format!("faults.churn.{key}: {v} is not between 0 and 1"));
+                }
+            }
+        }
+        for (key, target) in self
+            .faults
+            .crash
+            .iter()
+            .map(|c| ("faults.crash.node", &c.node))
+            .chain(self.faults.depart.iter().map(|d| ("faults.depart.node", &d.node)))
+        {
+            match target {
+                Target::Index(i) if *i >= count_min => {
+                    return Err(format!("{key}: node {i} does not exist (nodes.count is {count_min})"));
+                }
+                Target::Named(name) if name != "random" && name != "holders-of-first-upload" => {
+                    return Err(format!(
+                        "{key}: {name:?} is neither an index, \"random\" nor \"holders-of-first-upload\""
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for probe in &self.invariants.sometimes {
+            if !PROBES.contains(&probe.as_str()) {
+                return Err(format!(
+                    "invariants.sometimes: unknown probe {probe:?} (known: {})",
+                    PROBES.join(", ")
+                ));
+            }
+        }
+        if let Some(expected) = &self.invariants.expect_failure
+            && !INVARIANTS.contains(&expected.as_str())
+        {
+            return Err(format!(
+                "invariants.expect-failure: unknown invariant {expected:?} (known: {})",
+                INVARIANTS.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NetworkModel {
+    fn loss_max(&self) -> f64 {
+        max_of(self.loss)
+    }
+}
+
+fn max_of(p: Param<f64>) -> f64 {
+    match p {
+        Param::Scalar(v) => v,
+        Param::Range([a, b]) => a.max(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\nduration = \"10s\"\n[nodes]\ncount = 3\n";
+
+    #[test]
+    fn a_minimal_scenario_takes_defaults() {
+        let s = Scenario::parse("t.toml", MINIMAL).unwrap();
+        assert_eq!(s.duration, Span(Duration::from_secs(10)));
+        assert_eq!(s.network.latency_ms, Param::Range([5.0, 60.0]));
+        assert_eq!(s.dht.replication, 20);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let typo = format!("{MINIMAL}[network]\nlatency = 5\n");
+        let err = Scenario::parse("t.toml", &typo).unwrap_err().to_string();
+        assert!(err.contains("t.toml") && err.contains("latency") && err.contains("line"), "{err}");
+        let bad = format!("{MINIMAL}[network]\nloss = 1.5\n");
+        assert!(Scenario::parse("t.toml", &bad).unwrap_err().to_string().contains("network.loss"));
+        let upload = format!("{MINIMAL}[[workload]]\nkind = \"upload\"\ncount = 1\n");
+        assert!(Scenario::parse("t.toml", &upload).unwrap_err().to_string().contains("workload[0].size"));
+        let crash = format!("{MINIMAL}[[faults.crash]]\nat = \"1s\"\nnode = 9\n");
+        assert!(Scenario::parse("t.toml", &crash).unwrap_err().to_string().contains("faults.crash.node"));
+        let span = "name = \"t\"\nduration = \"10 parsecs\"\n[nodes]\ncount = 3\n";
+        assert!(Scenario::parse("t.toml", span).unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    #[test]
+    fn spans_parse() {
+        for (text, secs) in [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), ("1.5h", 5400.0)]
+        {
+            assert_eq!(text.parse::<Span>().unwrap().0.as_secs_f64(), secs, "{text}");
+        }
+    }
+}

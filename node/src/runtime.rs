@@ -11,12 +11,18 @@ use rand_chacha::ChaCha8Rng;
 ///
 /// In production it runs on tokio's blocking pool so the async workers keep serving I/O. The
 /// simulator runs it inline (madsim forbids OS threads) and charges its cost as virtual time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Compute {
     /// Run on the blocking thread pool.
     Pool,
-    /// Run on the calling task (simulator, tests).
+    /// Run on the calling task (tests).
     Inline,
+    /// Run on the calling task, then let virtual time pass as if the work ran at these rates
+    /// (the simulator: work costs nothing on a virtual clock otherwise).
+    Modeled {
+        /// SHA-256 throughput of the simulated machine.
+        hash_bytes_per_sec: u64,
+    },
 }
 
 impl Compute {
@@ -27,7 +33,7 @@ impl Compute {
         R: Send + 'static,
     {
         match self {
-            Compute::Inline => work(),
+            Compute::Inline | Compute::Modeled { .. } => work(),
             // The simulator has no thread pool (madsim forbids OS threads): inline there too.
             #[cfg(madsim)]
             Compute::Pool => work(),
@@ -37,6 +43,25 @@ impl Compute {
                 Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
             },
         }
+    }
+}
+
+impl Compute {
+    /// Runs `work`, which hashes `bytes` bytes; under [`Compute::Modeled`] the hashing time
+    /// passes on the (virtual) clock afterwards.
+    pub async fn run_hashing<R, F>(self, bytes: u64, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let result = self.run(work).await;
+        if let Compute::Modeled { hash_bytes_per_sec } = self
+            && hash_bytes_per_sec > 0
+        {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(bytes as f64 / hash_bytes_per_sec as f64))
+                .await;
+        }
+        result
     }
 }
 

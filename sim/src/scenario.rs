@@ -65,6 +65,14 @@ pub struct Nodes {
     pub slow_fraction: Param<f64>,
     #[serde(default = "default_slow_factor")]
     pub slow_factor: f64,
+    /// SHA-256 throughput of a simulated machine, per second: hashing an upload takes this
+    /// much virtual time.
+    #[serde(default = "default_hash_rate")]
+    pub hash_rate: ByteSize,
+}
+
+fn default_hash_rate() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 fn default_quota() -> ByteSize {

@@ -123,6 +123,7 @@ struct World {
     block_size: usize,
     quota: u64,
     republish: Duration,
+    hash_rate: u64,
     truths: Mutex<Vec<Truth>>,
     probes: Mutex<BTreeMap<String, u64>>,
     counters: Mutex<Counters>,
@@ -267,7 +268,7 @@ async fn node_main(world: Arc<World>, index: usize) {
         block_size_bytes: world.block_size,
         engine: EngineConfig::default(),
         readvertise_interval: world.republish,
-        compute: Compute::Inline,
+        compute: Compute::Modeled { hash_bytes_per_sec: world.hash_rate },
     };
     match Node::start(store, network.clone(), discovery, config, Arc::new(Metrics::new())).await {
         Ok((node, recovery)) => {
@@ -608,6 +609,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         block_size: scenario.block_size.0 as usize,
         quota: scenario.nodes.quota.0,
         republish: scenario.dht.republish.0,
+        hash_rate: scenario.nodes.hash_rate.0,
         truths: Mutex::new(Vec::new()),
         probes: Mutex::new(BTreeMap::new()),
         counters: Mutex::new(Counters::default()),

@@ -77,8 +77,9 @@ impl Pipeline {
         if batch.is_empty() {
             return Ok(());
         }
+        let bytes = batch.iter().map(|b| b.len() as u64).sum();
         let blocks: Vec<Block> =
-            datasets.compute.run(move || batch.into_iter().map(Block::new).collect()).await;
+            datasets.compute.run_hashing(bytes, move || batch.into_iter().map(Block::new).collect()).await;
         self.wait().await?;
         let first = self.leaves.len() as u64;
         self.leaves.extend(blocks.iter().map(|b| *b.digest()));

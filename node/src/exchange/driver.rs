@@ -135,6 +135,12 @@ async fn run(
                 None => return,
                 Some(Command::Want { addresses, providers, results }) => {
                     let now = Instant::now();
+                    // A provider dialled a moment ago is connected before its Connected event
+                    // is read here: the network knows, so tell the engine first.
+                    let connected = network.connected_peers();
+                    for provider in providers.iter().filter(|p| connected.contains(p)) {
+                        engine.handle_connected(provider.clone());
+                    }
                     for address in addresses {
                         subscribers.entry(address.clone()).or_default().push(results.clone());
                         engine.want(now, address, providers.iter().cloned());

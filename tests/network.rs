@@ -16,6 +16,14 @@ fn node(dir: &Path, name: &str, bootstrap: Option<&str>) -> Node {
     }
 }
 
+/// Node 1, the bootstrap node, and nodes 2 to 4 bootstrapping from it.
+fn bootstrap_and_three(dir: &Path) -> [Node; 4] {
+    let n1 = node(dir, "n1", None);
+    let address = n1.address();
+    let [n2, n3, n4] = ["n2", "n3", "n4"].map(|name| node(dir, name, Some(&address)));
+    [n1, n2, n3, n4]
+}
+
 fn info(node: &Node) -> Value {
     node.json("/debug/info")
 }
@@ -107,11 +115,7 @@ fn a_dataset_moves_between_nodes_by_dht_discovery_only() {
 #[test]
 fn a_download_survives_the_first_provider_leaving() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = node(dir.path(), "n1", None);
-    let address = n1.address();
-    let n2 = node(dir.path(), "n2", Some(&address));
-    let n3 = node(dir.path(), "n3", Some(&address));
-    let n4 = node(dir.path(), "n4", Some(&address));
+    let [_n1, n2, n3, n4] = bootstrap_and_three(dir.path());
     let data = random(3 * 1024 * 1024, 22);
     let cid = n2.upload(&data);
     // Node 3 copies the dataset in the background, becoming a second provider.
@@ -144,11 +148,7 @@ fn unknown_content_is_a_clear_404() {
 fn a_provider_killed_mid_download_does_not_fail_it() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let n1 = node(dir.path(), "n1", None);
-    let address = n1.address();
-    let n2 = node(dir.path(), "n2", Some(&address));
-    let n3 = node(dir.path(), "n3", Some(&address));
-    let n4 = node(dir.path(), "n4", Some(&address));
+    let [_n1, n2, n3, n4] = bootstrap_and_three(dir.path());
     // The same bytes uploaded on two nodes give the same dataset: two providers.
     let data = random(48 << 20, 23);
     let cid = n2.upload(&data);

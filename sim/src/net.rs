@@ -4,18 +4,24 @@
 //! has only global latency and loss, so links are modeled here:
 //!
 //! - latency per directed link, drawn once from the scenario's range, plus per-message jitter;
-//! - bandwidth per node and direction, as FIFO queues: a message occupies the sender's uplink
-//!   and then the receiver's downlink for `size / bandwidth` (messages queue whole, so
-//!   concurrent flows share a link in arrival order, not by processor sharing);
+//! - bandwidth per node and direction, shared fairly among its busy links: a message queues
+//!   behind earlier ones on its link (FIFO), then takes `size × k / bandwidth` on the sender's
+//!   uplink and again on the receiver's downlink, `k` being the links of that node busy when it
+//!   starts (an approximation of fair sharing: a share is fixed when a message starts and not
+//!   recomputed as other flows come and go);
 //! - loss as a stream transport sees it: a lost segment is retransmitted after a timeout
 //!   (at least 200 ms, doubling), and six losses in a row reset the connection;
 //! - partitions (one-way or both ways) and clogged nodes: nothing crosses; connections that
 //!   cross are noticed as closed after the failure-detection delay (a ping timeout);
 //! - datagram faults TCP and QUIC never produce, for robustness: duplication and reordering.
 //!
-//! Connections are modeled: a dial takes a round trip when the peer is reachable and fails
-//! after the dial timeout when it is not; a crashed peer's connections close for its peers
-//! after the failure-detection delay.
+//! Messages travel over madsim endpoints (one per node incarnation, at the node's simulated IP):
+//! the model decides when a message arrives, and madsim carries it, so a killed node's
+//! in-flight traffic dies with it. madsim's own latency is set to a microsecond, and
+//! deliveries on a link are spaced at least [`LINK_SPACING`] apart so its jitter cannot reorder
+//! them. Connections are modeled: a dial takes a round trip when the peer is reachable and
+//! fails after the dial timeout when it is not; a crashed peer's connections close for its
+//! peers after the failure-detection delay.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +51,35 @@ pub struct LinkParams {
 }
 
 const RETRANSMIT_MIN: Duration = Duration::from_millis(200);
+/// The port every simulated node's endpoint binds.
+pub const PORT: u16 = 7000;
+/// The madsim message tag of block-exchange messages.
+const TAG: u64 = 0x626c_6f63;
+/// madsim's own per-message latency (see [`madsim_config`]).
+const MADSIM_LATENCY: Duration = Duration::from_micros(1);
+/// Least time between two deliveries on one link: more than madsim's receive jitter (< 5 µs),
+/// so messages keep their order.
+pub const LINK_SPACING: Duration = Duration::from_micros(10);
+
+/// madsim's configuration for a run: the link model above decides latency and loss.
+pub fn madsim_config() -> madsim::Config {
+    let mut config = madsim::Config::default();
+    config.net.send_latency = MADSIM_LATENCY..MADSIM_LATENCY + Duration::from_nanos(1);
+    config.net.packet_loss_rate = 0.0;
+    config
+}
+
+/// The simulated IP address of node `index`.
+pub fn sim_ip(index: usize) -> std::net::IpAddr {
+    let n = index as u32 + 1;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
+}
+
+/// What travels over a madsim endpoint.
+struct Delivery {
+    from: usize,
+    payload: Bytes,
+}
 const LOSSES_BEFORE_RESET: u32 = 6;
 
 /// The simulated network all nodes share.
@@ -62,6 +97,10 @@ struct FabricState {
     latency: BTreeMap<(usize, usize), Duration>,
     /// Last delivery time per directed link (FIFO order).
     last_delivery: BTreeMap<(usize, usize), Instant>,
+    /// When each link's share of its sender's uplink is free, by (sender, receiver).
+    uplinks: BTreeMap<(usize, usize), Instant>,
+    /// When each link's share of its receiver's downlink is free, by (receiver, sender).
+    downlinks: BTreeMap<(usize, usize), Instant>,
     /// Directed blocks: traffic from the first set to the second does not pass.
     partitions: Vec<(BTreeSet<usize>, BTreeSet<usize>)>,
     clogged: BTreeSet<usize>,
@@ -79,8 +118,6 @@ struct Endpoint {
     blocked: BTreeSet<usize>,
     /// Multiplies latency and divides bandwidth (a slow node).
     slowness: f64,
-    uplink_free_at: Instant,
-    downlink_free_at: Instant,
 }
 
 /// Traffic counters.
@@ -103,7 +140,6 @@ impl Fabric {
         rng: ChaCha8Rng,
         trace: Arc<Trace>,
     ) -> Arc<Fabric> {
-        let now = Instant::now();
         let nodes = peers
             .iter()
             .zip(slowness)
@@ -115,8 +151,6 @@ impl Fabric {
                 connections: BTreeSet::new(),
                 blocked: BTreeSet::new(),
                 slowness,
-                uplink_free_at: now,
-                downlink_free_at: now,
             })
             .collect();
         let by_peer = peers.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect();
@@ -129,6 +163,8 @@ impl Fabric {
                 by_peer,
                 latency: BTreeMap::new(),
                 last_delivery: BTreeMap::new(),
+                uplinks: BTreeMap::new(),
+                downlinks: BTreeMap::new(),
                 partitions: Vec::new(),
                 clogged: BTreeSet::new(),
                 stats: NetStats::default(),
@@ -156,8 +192,14 @@ impl Fabric {
         self.lock().nodes[index].alive
     }
 
-    /// A node (re)starts: its network port, with a fresh inbox.
-    pub fn attach(self: &Arc<Fabric>, index: usize) -> Arc<SimNetwork> {
+    /// A node (re)starts: its network port, with a fresh inbox and a fresh endpoint (call it
+    /// on the node, so the endpoint and its receiving task die with the node).
+    pub async fn attach(self: &Arc<Fabric>, index: usize) -> Arc<SimNetwork> {
+        let endpoint = Arc::new(
+            madsim::net::Endpoint::bind(std::net::SocketAddr::new(sim_ip(index), PORT))
+                .await
+                .expect("a restarted node's old endpoint is gone"),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.lock();
         let node = &mut state.nodes[index];
@@ -169,7 +211,34 @@ impl Fabric {
         let incarnation = node.incarnation;
         drop(state);
         self.trace.record(format_args!("attach {index}"));
-        Arc::new(SimNetwork { fabric: self.clone(), index, incarnation, events: tokio::sync::Mutex::new(rx) })
+        let (fabric, receiver) = (self.clone(), endpoint.clone());
+        tokio::spawn(async move {
+            while let Ok((payload, _)) = receiver.recv_from_raw(TAG).await {
+                if let Ok(delivery) = payload.downcast::<Delivery>() {
+                    fabric.deliver(index, incarnation, *delivery);
+                }
+            }
+        });
+        Arc::new(SimNetwork {
+            fabric: self.clone(),
+            index,
+            incarnation,
+            endpoint,
+            events: tokio::sync::Mutex::new(rx),
+        })
+    }
+
+    /// A message arrived at node `index`: to its inbox, if the connection still stands.
+    fn deliver(&self, index: usize, incarnation: u64, delivery: Delivery) {
+        let state = self.lock();
+        let node = &state.nodes[index];
+        if node.incarnation == incarnation
+            && node.connections.contains(&delivery.from)
+            && let Some(inbox) = &node.inbox
+        {
+            let from = state.nodes[delivery.from].peer.clone();
+            let _ = inbox.send(NetEvent::Message { from, payload: delivery.payload });
+        }
     }
 
     /// A node stops (crash or departure): its connections close for its peers after the
@@ -335,6 +404,7 @@ impl Fabric {
         self: &Arc<Fabric>,
         from: usize,
         incarnation: u64,
+        endpoint: &Arc<madsim::net::Endpoint>,
         to: &PeerId,
         payload: Bytes,
     ) -> Result<(), NetError> {
@@ -358,10 +428,12 @@ impl Fabric {
         }
         let now = Instant::now();
         let bandwidth = self.params.bandwidth_bytes_per_s;
-        let up = Duration::from_secs_f64(size as f64 * state.nodes[from].slowness / bandwidth);
-        let down = Duration::from_secs_f64(size as f64 * state.nodes[target].slowness / bandwidth);
-        let sent_at = state.nodes[from].uplink_free_at.max(now) + up;
-        state.nodes[from].uplink_free_at = sent_at;
+        let shares_up = busy_links(&state.uplinks, from, target, now) + 1;
+        let up =
+            Duration::from_secs_f64(size as f64 * shares_up as f64 * state.nodes[from].slowness / bandwidth);
+        let link_up = state.uplinks.entry((from, target)).or_insert(now);
+        let sent_at = (*link_up).max(now) + up;
+        *link_up = sent_at;
         let latency = self.latency(&mut state, from, target);
         let mut arrival = sent_at + latency;
         // Loss on a stream transport: retransmissions delay the message; too many reset.
@@ -381,40 +453,46 @@ impl Fabric {
             arrival += timeout;
             timeout *= 2;
         }
-        let delivered = state.nodes[target].downlink_free_at.max(arrival) + down;
-        state.nodes[target].downlink_free_at = delivered;
+        let shares_down = busy_links(&state.downlinks, target, from, arrival) + 1;
+        let down = Duration::from_secs_f64(
+            size as f64 * shares_down as f64 * state.nodes[target].slowness / bandwidth,
+        );
+        let link_down = state.downlinks.entry((target, from)).or_insert(now);
+        let delivered = (*link_down).max(arrival) + down;
+        *link_down = delivered;
         let reorder = self.params.reorder > 0.0 && state.rng.random_bool(self.params.reorder);
         let link = state.last_delivery.entry((from, target)).or_insert(now);
-        let delivered = if reorder { delivered } else { delivered.max(*link) };
+        let delivered = if reorder { delivered } else { delivered.max(*link + LINK_SPACING) };
         if !reorder {
             *link = delivered;
         }
         let copies =
             if self.params.duplicate > 0.0 && state.rng.random_bool(self.params.duplicate) { 2 } else { 1 };
-        let target_incarnation = state.nodes[target].incarnation;
-        let from_peer = state.nodes[from].peer.clone();
         drop(state);
         if losses > 0 {
             self.trace.record(format_args!("retransmit {from} {target} {losses}"));
         }
         self.trace.record(format_args!("send {from} {target} {size} {}", (delivered - now).as_nanos()));
-        let fabric = self.clone();
+        let endpoint = endpoint.clone();
+        let destination = std::net::SocketAddr::new(sim_ip(target), PORT);
         tokio::spawn(async move {
-            tokio::time::sleep_until(delivered).await;
-            let state = fabric.lock();
-            let node = &state.nodes[target];
-            if node.incarnation == target_incarnation
-                && node.connections.contains(&from)
-                && let Some(inbox) = &node.inbox
-            {
-                for _ in 0..copies {
-                    let _ =
-                        inbox.send(NetEvent::Message { from: from_peer.clone(), payload: payload.clone() });
-                }
+            tokio::time::sleep_until(delivered - MADSIM_LATENCY).await;
+            for _ in 0..copies {
+                let delivery = Box::new(Delivery { from, payload: payload.clone() });
+                let _ = endpoint.send_to_raw(destination, TAG, delivery).await;
             }
         });
         Ok(())
     }
+}
+
+/// Links of `node` other than the one to `other` still busy at `at`: they share the node's
+/// capacity with it.
+fn busy_links(links: &BTreeMap<(usize, usize), Instant>, node: usize, other: usize, at: Instant) -> usize {
+    links
+        .range((node, 0)..(node + 1, 0))
+        .filter(|((_, peer), free_at)| *peer != other && **free_at > at)
+        .count()
 }
 
 /// A node's simulated network port (one per incarnation of the node).
@@ -422,6 +500,7 @@ pub struct SimNetwork {
     fabric: Arc<Fabric>,
     index: usize,
     incarnation: u64,
+    endpoint: Arc<madsim::net::Endpoint>,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<NetEvent>>,
 }
 
@@ -458,10 +537,115 @@ impl Network for SimNetwork {
     }
 
     async fn send(&self, to: &PeerId, payload: Bytes) -> Result<(), NetError> {
-        self.fabric.send(self.index, self.incarnation, to, payload)
+        self.fabric.send(self.index, self.incarnation, &self.endpoint, to, payload)
     }
 
     async fn next_event(&self) -> Option<NetEvent> {
         self.events.lock().await.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn params() -> LinkParams {
+        LinkParams {
+            latency_ms: [10.0, 10.0],
+            jitter_ms: 0.0,
+            bandwidth_bytes_per_s: 1_048_576.0, // 1 MiB/s
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            dial_timeout: Duration::from_secs(5),
+            failure_detection: Duration::from_secs(20),
+        }
+    }
+
+    /// Runs `test` with three simulated nodes attached, each on its own madsim node.
+    fn with_nodes<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<Fabric>, Vec<Arc<SimNetwork>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(1, madsim_config());
+        runtime.block_on(async move {
+            let peers: Vec<PeerId> = (0..3u8).map(|i| PeerId::from_bytes(vec![0, 1, i])).collect();
+            let trace = Arc::new(Trace::new());
+            let fabric = Fabric::new(params(), peers, vec![1.0; 3], ChaCha8Rng::seed_from_u64(1), trace);
+            let mut networks = Vec::new();
+            for index in 0..3 {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let f = fabric.clone();
+                let node = madsim::runtime::Handle::current().create_node().ip(sim_ip(index)).build();
+                node.spawn(async move {
+                    let _ = tx.send(f.attach(index).await);
+                    std::future::pending::<()>().await;
+                });
+                networks.push(rx.await.unwrap());
+            }
+            test(fabric, networks).await;
+        });
+    }
+
+    async fn next_message(network: &SimNetwork) -> (PeerId, Bytes) {
+        loop {
+            if let Some(NetEvent::Message { from, payload }) = network.next_event().await {
+                return (from, payload);
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_takes_latency_plus_its_size_over_the_bandwidth_shared_by_busy_links() {
+        with_nodes(|_fabric, nets| async move {
+            let (b, c) = (nets[1].local_peer_id(), nets[2].local_peer_id());
+            nets[0].dial(&b, &[]).await.unwrap();
+            nets[0].dial(&c, &[]).await.unwrap();
+            let start = Instant::now();
+            // One MiB to each of two peers at once: each link gets half of the uplink.
+            nets[0].send(&b, Bytes::from(vec![1u8; 1 << 20])).await.unwrap();
+            nets[0].send(&c, Bytes::from(vec![2u8; 1 << 20])).await.unwrap();
+            let (from, payload) = next_message(&nets[1]).await;
+            assert_eq!((from, payload.len()), (nets[0].local_peer_id(), 1 << 20));
+            let first = start.elapsed();
+            next_message(&nets[2]).await;
+            let second = start.elapsed();
+            // First: 1 s up alone, 10 ms, 1 s down. Second: 2 s up (shared), 10 ms, 1 s down.
+            assert!(first >= Duration::from_millis(2010) && first < Duration::from_millis(2020), "{first:?}");
+            assert!(
+                second >= Duration::from_millis(3010) && second < Duration::from_millis(3020),
+                "{second:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_partition_stops_traffic_and_closes_connections_after_failure_detection() {
+        with_nodes(|fabric, nets| async move {
+            let b = nets[1].local_peer_id();
+            nets[0].dial(&b, &[]).await.unwrap();
+            let start = Instant::now();
+            fabric.partition([0].into(), [1].into(), true);
+            nets[0].send(&b, Bytes::from_static(b"lost")).await.unwrap();
+            loop {
+                match nets[0].next_event().await {
+                    Some(NetEvent::Disconnected(peer)) if peer == b => break,
+                    Some(NetEvent::Message { .. }) => panic!("a message crossed the partition"),
+                    _ => {}
+                }
+            }
+            let noticed = start.elapsed();
+            assert!(
+                noticed >= Duration::from_secs(20) && noticed < Duration::from_millis(20_010),
+                "{noticed:?}"
+            );
+            assert!(nets[0].dial(&b, &[]).await.is_err(), "dialled across a partition");
+            fabric.heal();
+            nets[0].dial(&b, &[]).await.unwrap();
+            nets[0].send(&b, Bytes::from_static(b"after")).await.unwrap();
+            assert_eq!(next_message(&nets[1]).await.1, Bytes::from_static(b"after"));
+        });
     }
 }

@@ -48,14 +48,15 @@ pub fn summary(o: &Outcome) -> String {
     );
     let _ = writeln!(
         out,
-        "  uploads {} ({} failed) · downloads {} ({} failed) · crashes {} · restarts {} · departures {}",
+        "  uploads {} ({} failed) · downloads {} ({} failed) · crashes {} · restarts {} · departures {} · arrivals {}",
         o.uploads_acknowledged,
         o.uploads_failed,
         o.downloads_completed,
         o.downloads_failed,
         o.crashes,
         o.restarts,
-        o.departures
+        o.departures,
+        o.arrivals
     );
     let d = &o.disk;
     if d.commits_lost + d.torn_blocks + d.bit_rot + d.latent_errors + d.misdirected_writes + d.full_refusals

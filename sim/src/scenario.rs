@@ -56,8 +56,13 @@ fn default_block_size() -> ByteSize {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Nodes {
-    /// Storage nodes (uploads and downloads run on them), the bootstrap node included.
+    /// Nodes at the start, the bootstrap node (node 0) and the clients included.
     pub count: Param<u64>,
+    /// Clients: the last nodes of `count`. They store what they download like every node, but
+    /// churn and random faults never touch them (they stand for the users of the network), and
+    /// workloads with `on = "clients"` run on them.
+    #[serde(default)]
+    pub clients: u64,
     #[serde(default = "default_quota")]
     pub quota: ByteSize,
     /// Share of nodes whose links are `slow-factor` times slower (latency and bandwidth).
@@ -187,9 +192,22 @@ pub struct Workload {
     /// Time between operations.
     #[serde(default = "default_every")]
     pub every: Span,
-    /// Nodes the operations run on (indices); all storage nodes if absent.
+    /// Nodes the operations run on (indices); all live nodes if absent.
     #[serde(default)]
     pub nodes: Option<[u64; 2]>,
+    /// Which role runs the operations: `any` (default), `clients` or `storage`.
+    #[serde(default)]
+    pub on: Role,
+}
+
+/// Node roles a workload can run on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Any,
+    Clients,
+    Storage,
 }
 
 fn default_every() -> Span {
@@ -229,6 +247,9 @@ pub struct Faults {
 pub struct Churn {
     /// Departures per hour, all nodes together (a Poisson process).
     pub departures_per_hour: Param<f64>,
+    /// New nodes joining per hour (a Poisson process); each starts empty and bootstraps.
+    #[serde(default)]
+    pub arrivals_per_hour: Param<f64>,
     /// How long a departed node stays away, drawn per departure.
     pub downtime: [Span; 2],
     /// Share of departures that are crashes (kill -9) rather than clean stops.
@@ -533,10 +554,19 @@ impl Scenario {
         if count_max > 5000 {
             return Err("nodes.count: at most 5000 nodes".into());
         }
+        if self.nodes.clients >= count_min {
+            return Err(format!(
+                "nodes.clients: {} leaves no storage node (nodes.count is {count_min})",
+                self.nodes.clients
+            ));
+        }
         if self.duration.0.is_zero() {
             return Err("duration: must be more than 0s".into());
         }
         for (i, w) in self.workloads.iter().enumerate() {
+            if w.on == Role::Clients && self.nodes.clients == 0 {
+                return Err(format!("workload[{i}].on: \"clients\" but nodes.clients is 0"));
+            }
             if w.kind == WorkloadKind::Upload && w.size.is_none() {
                 return Err(format!("workload[{i}].size: an upload workload needs a size"));
             }

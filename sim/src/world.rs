@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::dht::ModeledDht;
 use crate::disk::{DiskProfile, DiskStats, SimDisk, SimDiskEngine};
 use crate::net::{Fabric, LinkParams, NetStats};
-use crate::scenario::{Scenario, Target, WorkloadKind};
+use crate::scenario::{Role, Scenario, Target, WorkloadKind};
 use crate::trace::Trace;
 
 /// Pause between retries of a check download during healing.
@@ -39,6 +39,7 @@ pub struct Outcome {
     pub seed: u64,
     pub trace_hash: String,
     pub trace_events: u64,
+    /// Nodes at the start (see `arrivals` for those that joined later).
     pub nodes: usize,
     pub virtual_time_s: f64,
     pub wall_time_s: f64,
@@ -50,6 +51,7 @@ pub struct Outcome {
     pub crashes: u64,
     pub restarts: u64,
     pub departures: u64,
+    pub arrivals: u64,
     pub network: NetStats,
     pub dht_lookups: u64,
     pub dht_records_lost: u64,
@@ -106,6 +108,8 @@ struct Truth {
 /// A node's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
+    /// A node that joins later (a churn arrival).
+    Absent,
     Up,
     Down,
     Departed,
@@ -120,6 +124,8 @@ struct World {
     services: Vec<Mutex<Option<Node>>>,
     life: Mutex<Vec<Life>>,
     madsim_nodes: Mutex<Vec<madsim::runtime::NodeHandle>>,
+    /// The clients: churn and random faults never touch them.
+    clients: BTreeSet<usize>,
     block_size: usize,
     quota: u64,
     republish: Duration,
@@ -141,6 +147,7 @@ struct Counters {
     crashes: u64,
     restarts: u64,
     departures: u64,
+    arrivals: u64,
 }
 
 /// A peer ID for simulated node `index`: an identity multihash of its name.
@@ -244,6 +251,39 @@ impl World {
         });
     }
 
+    /// Creates the next madsim node (nodes are created in index order) and starts it.
+    fn launch(self: &Arc<World>) -> usize {
+        let mut nodes = self.madsim_nodes.lock().expect("nodes");
+        let index = nodes.len();
+        let w = self.clone();
+        let node = madsim::runtime::Handle::current()
+            .create_node()
+            .name(format!("node-{index}"))
+            .ip(crate::net::sim_ip(index))
+            .init(move || node_main(w.clone(), index))
+            .build();
+        nodes.push(node);
+        index
+    }
+
+    /// Live nodes a workload may run on.
+    fn candidates(&self, nodes: Option<[u64; 2]>, on: Role) -> Vec<usize> {
+        self.live_nodes()
+            .into_iter()
+            .filter(|&i| in_range(nodes, i))
+            .filter(|i| match on {
+                Role::Any => true,
+                Role::Clients => self.clients.contains(i),
+                Role::Storage => !self.clients.contains(i),
+            })
+            .collect()
+    }
+
+    /// Live nodes faults may strike: not the clients.
+    fn faultable(&self) -> Vec<usize> {
+        self.live_nodes().into_iter().filter(|i| !self.clients.contains(i)).collect()
+    }
+
     fn restart(&self, index: usize) {
         if self.life(index) != Life::Down {
             return;
@@ -262,7 +302,7 @@ impl World {
 async fn node_main(world: Arc<World>, index: usize) {
     let disk = world.disk(index);
     let store: SharedStore = Arc::new(KvStore::new(SimDiskEngine(disk), world.quota, Compute::Inline));
-    let network = world.fabric.attach(index);
+    let network = world.fabric.attach(index).await;
     let discovery = world.dht.view(index);
     let config = NodeConfig {
         block_size_bytes: world.block_size,
@@ -412,8 +452,9 @@ async fn download(world: Arc<World>, index: usize, d: usize) -> bool {
 /// A timed action of the fault phase.
 #[derive(Clone, Debug)]
 enum Action {
-    Upload { size: u64, seed: u64, nodes: Option<[u64; 2]> },
-    Download { nodes: Option<[u64; 2]> },
+    Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
+    Download { nodes: Option<[u64; 2]>, on: Role },
+    Arrive,
     Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64> },
     Crash { node: Target, restart_after: Option<Duration> },
     Depart { node: Target, every: Duration },
@@ -432,7 +473,7 @@ enum Action {
 /// process.
 pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
     let wall = std::time::Instant::now();
-    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, crate::net::madsim_config());
     let mut outcome = runtime.block_on(simulate(scenario.clone(), seed));
     outcome.wall_time_s = wall.elapsed().as_secs_f64();
     outcome.speed = outcome.virtual_time_s / outcome.wall_time_s.max(1e-9);
@@ -474,9 +515,9 @@ fn poisson_times(rng: &mut ChaCha8Rng, per_hour: f64, span: Duration) -> Vec<Dur
     }
 }
 
-fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(Duration, Action)> {
+fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng, arrivals: &[Duration]) -> Vec<(Duration, Action)> {
     let duration = scenario.duration.0;
-    let mut plan: Vec<(Duration, Action)> = Vec::new();
+    let mut plan: Vec<(Duration, Action)> = arrivals.iter().map(|&at| (at, Action::Arrive)).collect();
     for w in &scenario.workloads {
         let count = w.count.draw(rng);
         for k in 0..count {
@@ -489,8 +530,9 @@ fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(Duration, Action)
                     size: w.size.expect("validated").draw(rng),
                     seed: rng.random(),
                     nodes: w.nodes,
+                    on: w.on,
                 },
-                WorkloadKind::Download => Action::Download { nodes: w.nodes },
+                WorkloadKind::Download => Action::Download { nodes: w.nodes, on: w.on },
             };
             plan.push((at, action));
         }
@@ -549,9 +591,22 @@ fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(Duration, Action)
 
 async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = scenario.nodes.count.draw(&mut rng) as usize;
+    let initial = scenario.nodes.count.draw(&mut rng) as usize;
+    let arrivals = match &scenario.faults.churn {
+        Some(churn) => {
+            let rate = churn.arrivals_per_hour.draw(&mut rng);
+            poisson_times(&mut rng, rate, scenario.duration.0)
+        }
+        None => Vec::new(),
+    };
+    let n = initial + arrivals.len();
+    let clients: BTreeSet<usize> = (initial - scenario.nodes.clients as usize..initial).collect();
     let trace = Arc::new(Trace::new());
-    trace.record(format_args!("scenario {} seed {seed} nodes {n}", scenario.name));
+    trace.record(format_args!(
+        "scenario {} seed {seed} nodes {initial} arrivals {}",
+        scenario.name,
+        arrivals.len()
+    ));
     let peers: Vec<PeerId> = (0..n).map(sim_peer_id).collect();
     let net = &scenario.network;
     let latency = match net.latency_ms {
@@ -604,8 +659,9 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         peers,
         disks: Mutex::new(disks),
         services: (0..n).map(|_| Mutex::new(None)).collect(),
-        life: Mutex::new(vec![Life::Up; n]),
+        life: Mutex::new((0..n).map(|i| if i < initial { Life::Up } else { Life::Absent }).collect()),
         madsim_nodes: Mutex::new(Vec::new()),
+        clients,
         block_size: scenario.block_size.0 as usize,
         quota: scenario.nodes.quota.0,
         republish: scenario.dht.republish.0,
@@ -616,15 +672,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         integrity_violations: Mutex::new(Vec::new()),
         healed_at: Mutex::new(None),
     });
-    let handle = madsim::runtime::Handle::current();
-    for index in 0..n {
-        let w = world.clone();
-        let node = handle
-            .create_node()
-            .name(format!("node-{index}"))
-            .init(move || node_main(w.clone(), index))
-            .build();
-        world.madsim_nodes.lock().expect("nodes").push(node);
+    for _ in 0..initial {
+        world.launch();
     }
     {
         let w = world.clone();
@@ -640,7 +689,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     }
 
     let start = tokio::time::Instant::now();
-    let plan = schedule(&scenario, &mut rng);
+    let plan = schedule(&scenario, &mut rng, &arrivals);
     let fault_end = scenario.duration.0;
     let mut timeline = Vec::new();
     let mut healing_started = false;
@@ -703,7 +752,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         seed,
         trace_hash: trace.hash(),
         trace_events: trace.events(),
-        nodes: n,
+        nodes: initial,
         virtual_time_s: virtual_time.as_secs_f64(),
         wall_time_s: 0.0,
         speed: 0.0,
@@ -714,6 +763,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         crashes: counters.crashes,
         restarts: counters.restarts,
         departures: counters.departures,
+        arrivals: counters.arrivals,
         network,
         dht_lookups,
         dht_records_lost,
@@ -736,7 +786,7 @@ fn in_range(nodes: Option<[u64; 2]>, i: usize) -> bool {
 fn resolve_target(world: &World, rng: &mut ChaCha8Rng, target: &Target) -> Vec<usize> {
     match target {
         Target::Index(i) => vec![*i as usize],
-        Target::Named(name) if name == "random" => pick(rng, &world.live_nodes()).into_iter().collect(),
+        Target::Named(name) if name == "random" => pick(rng, &world.faultable()).into_iter().collect(),
         Target::Named(_) => {
             if world.truths.lock().expect("truths").is_empty() {
                 Vec::new()
@@ -755,13 +805,19 @@ async fn execute(
     start: tokio::time::Instant,
 ) {
     match action {
-        Action::Upload { size, seed, nodes } => {
-            let live: Vec<usize> = world.live_nodes().into_iter().filter(|&i| in_range(nodes, i)).collect();
+        Action::Arrive => {
+            let index = world.launch();
+            world.life.lock().expect("life")[index] = Life::Up;
+            world.trace.record(format_args!("arrive {index}"));
+            world.count(|c| c.arrivals += 1);
+        }
+        Action::Upload { size, seed, nodes, on } => {
+            let live = world.candidates(nodes, on);
             if let Some(index) = pick(rng, &live) {
                 world.spawn_on(index, upload(world.clone(), index, seed, size));
             }
         }
-        Action::Download { nodes } => {
+        Action::Download { nodes, on } => {
             let datasets = world.truths.lock().expect("truths").len();
             if datasets == 0 {
                 return;
@@ -769,11 +825,8 @@ async fn execute(
             let d = rng.random_range(0..datasets);
             let cid = world.truths.lock().expect("truths")[d].cid;
             let disks = world.disks.lock().expect("disks").clone();
-            let live: Vec<usize> = world
-                .live_nodes()
-                .into_iter()
-                .filter(|&i| in_range(nodes, i) && !disks[i].holds_manifest(&cid))
-                .collect();
+            let live: Vec<usize> =
+                world.candidates(nodes, on).into_iter().filter(|&i| !disks[i].holds_manifest(&cid)).collect();
             if let Some(index) = pick(rng, &live) {
                 let w = world.clone();
                 world.spawn_on(index, async move {
@@ -783,7 +836,7 @@ async fn execute(
         }
         Action::Churn { crash, permanent, downtime, spare } => {
             let live: Vec<usize> =
-                world.live_nodes().into_iter().filter(|&i| !spare.contains(&(i as u64))).collect();
+                world.faultable().into_iter().filter(|&i| !spare.contains(&(i as u64))).collect();
             if let Some(index) = pick(rng, &live) {
                 world.stop(index, crash, permanent);
                 if !permanent {
@@ -818,7 +871,7 @@ async fn execute(
             *world.healed_at.lock().expect("healed") = Some(tokio::time::Instant::now());
         }
         Action::Clog { count, until } => {
-            let mut live = world.live_nodes();
+            let mut live = world.faultable();
             live.shuffle(rng);
             let nodes: BTreeSet<usize> = live.into_iter().take(count as usize).collect();
             world.fabric.clog(nodes.clone());

@@ -50,11 +50,14 @@ async fn pair(data: &[u8]) -> (Node, Node, Dataset) {
     let provider = node(vec![]).await;
     let pieces = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(data))]);
     let dataset = provider.services.datasets.upload(pieces, UploadMeta::default()).await.unwrap();
-    provider.services.fetcher.advertise(&dataset).await;
     let client = node(provider.services.network.listen_addrs()).await;
-    while client.services.network.connected_peers().is_empty() {
+    while client.services.network.connected_peers().is_empty()
+        || provider.services.network.connected_peers().is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Announced once a peer is there to hold the record.
+    assert!(provider.services.fetcher.advertise(&dataset).await);
     (provider, client, dataset)
 }
 

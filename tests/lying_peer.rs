@@ -71,7 +71,8 @@ async fn corrupted_blocks_are_rejected_and_the_download_completes() {
     let honest = services(store::memory(1 << 30), vec![]).await;
     let pieces = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]);
     let dataset = honest.datasets.upload(pieces, UploadMeta::default()).await.unwrap();
-    honest.fetcher.advertise(&dataset).await;
+    // Alone, the honest node has no DHT to announce to.
+    assert!(!honest.fetcher.advertise(&dataset).await);
     let bootstrap = honest.network.listen_addrs();
 
     // The liar holds the same dataset and advertises it too, but corrupts what it sends.
@@ -96,6 +97,10 @@ async fn corrupted_blocks_are_rejected_and_the_download_completes() {
     }
     liar.provide(dataset.cid).await.unwrap();
     liar.provide(dataset.manifest.tree_cid).await.unwrap();
+    while honest.network.connected_peers().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(honest.fetcher.advertise(&dataset).await, "announced once a peer is connected");
     tokio::spawn(serve_lies(liar.clone(), liar_store));
 
     let client_store = store::memory(1 << 30);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dataset::{Datasets, Fetcher};
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, PeerRecord};
 use crate::exchange::{EngineConfig, Exchange};
 use crate::metrics::Metrics;
 use crate::net::Network;
@@ -19,6 +19,11 @@ use crate::store::{Recovery, SharedStore, StoreError};
 /// How often stored datasets are announced again, so that provider records lost with
 /// departed DHT peers come back.
 pub const READVERTISE_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// First retry of an announcement that failed (no peers yet, at start); doubles up to the
+/// re-advertise interval.
+pub const ADVERTISE_RETRY_MIN: Duration = Duration::from_secs(10);
+/// How often a node with no peer at all dials its bootstrap nodes again.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of the node logic.
 #[derive(Clone, Debug)]
@@ -27,6 +32,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     pub readvertise_interval: Duration,
     pub compute: Compute,
+    /// Peers to dial whenever this node has no peer at all (at start, after an outage).
+    pub bootstrap: Vec<PeerRecord>,
 }
 
 impl NodeConfig {
@@ -36,6 +43,7 @@ impl NodeConfig {
             engine: EngineConfig::default(),
             readvertise_interval: READVERTISE_INTERVAL,
             compute: Compute::Pool,
+            bootstrap: Vec::new(),
         }
     }
 }
@@ -50,7 +58,11 @@ pub struct Node {
 impl Node {
     /// Rolls back uploads a crash cut short, then starts the block exchange over `network`
     /// and a task that advertises every stored dataset now and every
-    /// `readvertise_interval` after.
+    /// `readvertise_interval` after; when announcing fails (before any peer is connected,
+    /// say, here or when a new dataset is stored), it tries again after
+    /// [`ADVERTISE_RETRY_MIN`], doubling. A third task dials the bootstrap nodes whenever
+    /// the node has no peer (checked every [`RECONNECT_INTERVAL`]), so a node cut off by an
+    /// outage finds its way back.
     pub async fn start(
         store: SharedStore,
         network: Arc<dyn Network>,
@@ -61,17 +73,54 @@ impl Node {
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics);
-        let fetcher = Fetcher::new(datasets.clone(), exchange, network, discovery);
+        let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), discovery);
+        if !config.bootstrap.is_empty() {
+            let bootstrap = config.bootstrap.clone();
+            tokio::spawn(async move {
+                loop {
+                    if network.connected_peers().is_empty() {
+                        for record in &bootstrap {
+                            if let Err(e) = network.dial(&record.peer, &record.addrs).await {
+                                tracing::debug!(peer = %record.peer, error = %e, "bootstrap node unreachable");
+                            }
+                        }
+                    }
+                    tokio::time::sleep(RECONNECT_INTERVAL).await;
+                }
+            });
+        }
         let advertiser = fetcher.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(config.readvertise_interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let interval = config.readvertise_interval;
+            let mut retry = ADVERTISE_RETRY_MIN.min(interval);
             loop {
-                every.tick().await;
-                match advertiser.advertise_all().await {
-                    Ok(count) => tracing::debug!(datasets = count, "advertised stored datasets"),
-                    Err(e) => tracing::warn!(error = %e, "advertising stored datasets failed"),
+                let complete = match advertiser.advertise_all().await {
+                    Ok((count, 0)) => {
+                        tracing::debug!(datasets = count, "advertised stored datasets");
+                        true
+                    }
+                    Ok((count, failed)) => {
+                        tracing::debug!(
+                            datasets = count,
+                            failed,
+                            "some datasets could not be advertised yet"
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listing datasets to advertise failed");
+                        false
+                    }
+                };
+                if complete {
+                    retry = ADVERTISE_RETRY_MIN.min(interval);
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => continue,
+                        () = advertiser.advertise_failed() => {} // a new dataset was not announced
+                    }
                 }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(interval);
             }
         });
         Ok((Node { datasets, fetcher }, recovery))

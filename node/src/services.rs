@@ -7,6 +7,7 @@ use std::sync::Arc;
 use libp2p::identity::Keypair;
 
 use crate::dataset::{Datasets, Fetcher};
+use crate::discovery::PeerRecord;
 use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
@@ -49,12 +50,27 @@ impl Services {
         config: ServicesConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Services, StartError> {
-        let network = P2pNetwork::start(keypair, config.p2p).await?;
+        let network = P2pNetwork::start(keypair, config.p2p.clone()).await?;
+        // Already validated by the network: multiaddrs ending in /p2p/<peer id>.
+        let bootstrap = config
+            .p2p
+            .bootstrap
+            .iter()
+            .filter_map(|text| {
+                let addr: libp2p::Multiaddr = text.parse().ok()?;
+                let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else { return None };
+                Some(PeerRecord {
+                    peer: crate::net::PeerId::from_bytes(peer.to_bytes()),
+                    addrs: vec![text.clone()],
+                })
+            })
+            .collect();
         let node_config = NodeConfig {
             block_size_bytes: config.block_size_bytes,
             engine: config.engine,
             readvertise_interval: READVERTISE_INTERVAL,
             compute: Compute::Pool,
+            bootstrap,
         };
         let (Node { datasets, fetcher }, recovery) =
             Node::start(store, network.clone(), network.clone(), node_config, metrics).await?;

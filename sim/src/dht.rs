@@ -1,9 +1,11 @@
 //! `ModeledDht`: the simulated discovery port, a model of Kademlia provider records.
 //!
 //! Not a Kademlia implementation: a provider record is stored on the `replication` live
-//! nodes closest (by XOR of SHA-256 digests) to the key at the time it is provided, and lives
+//! nodes the provider can reach that are closest (by XOR of SHA-256 digests) to the key at the time it is provided, and lives
 //! until its TTL passes or every node holding it has stopped (records are kept in memory, as
-//! libp2p's record store keeps them, so a crash loses them too). A lookup costs
+//! libp2p's record store keeps them, so a crash loses them too). A node with no connection
+//! cannot provide (its routing table is empty). Lookups answer providers in a seeded random
+//! order. A lookup costs
 //! `ceil(log2(nodes) / 2)` sequential hops of one mean round trip each, and finds a record
 //! only through holders the asker can reach.
 
@@ -15,6 +17,9 @@ use async_trait::async_trait;
 use neverust::content::Cid;
 use neverust::discovery::{Discovery, DiscoveryError, PeerRecord};
 use neverust::net::PeerId;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -31,8 +36,9 @@ pub struct ModeledDht {
     state: Mutex<DhtState>,
 }
 
-#[derive(Default)]
 struct DhtState {
+    /// Orders lookup answers (Kademlia returns providers as responses arrive).
+    rng: ChaCha8Rng,
     /// key → provider → record.
     records: BTreeMap<Vec<u8>, BTreeMap<usize, Record>>,
     lookups: u64,
@@ -58,10 +64,17 @@ impl ModeledDht {
         peers: &[PeerId],
         replication: usize,
         record_ttl: Duration,
+        seed: u64,
         trace: Arc<Trace>,
     ) -> Arc<ModeledDht> {
         let positions = peers.iter().map(|p| digest(p.as_bytes())).collect();
-        Arc::new(ModeledDht { fabric, trace, replication, record_ttl, positions, state: Mutex::default() })
+        let state = DhtState {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            records: BTreeMap::new(),
+            lookups: 0,
+            records_lost: 0,
+        };
+        Arc::new(ModeledDht { fabric, trace, replication, record_ttl, positions, state: Mutex::new(state) })
     }
 
     /// The discovery port of node `index`.
@@ -101,9 +114,11 @@ impl ModeledDht {
         self.fabric.mean_rtt().mul_f64(hops)
     }
 
-    fn closest_live(&self, key: &[u8]) -> BTreeSet<usize> {
+    /// The `replication` live nodes closest to `key` that `from` can reach (itself included).
+    fn closest_reachable(&self, from: usize, key: &[u8]) -> BTreeSet<usize> {
         let target = digest(key);
-        let mut live: Vec<usize> = (0..self.positions.len()).filter(|&i| self.fabric.is_alive(i)).collect();
+        let mut live: Vec<usize> =
+            (0..self.positions.len()).filter(|&i| i == from || self.fabric.reaches(from, i)).collect();
         live.sort_by_key(|&i| distance(&self.positions[i], &target));
         live.into_iter().take(self.replication).collect()
     }
@@ -118,12 +133,13 @@ pub struct DhtView {
 #[async_trait]
 impl Discovery for DhtView {
     async fn provide(&self, cid: Cid) -> Result<(), DiscoveryError> {
-        tokio::time::sleep(self.dht.lookup_cost()).await;
-        let key = cid.to_bytes();
-        let holders = self.dht.closest_live(&key);
-        if holders.is_empty() {
+        // An empty routing table (no connection yet) has nobody to store the record on.
+        if !self.dht.fabric.has_connections(self.index) {
             return Err(DiscoveryError::NoPeers);
         }
+        tokio::time::sleep(self.dht.lookup_cost()).await;
+        let key = cid.to_bytes();
+        let holders = self.dht.closest_reachable(self.index, &key);
         let expires = Instant::now() + self.dht.record_ttl;
         self.dht.trace.record(format_args!("provide {} {}", self.index, holders.len()));
         let mut state = self.dht.state.lock().expect("dht lock");
@@ -143,19 +159,22 @@ impl Discovery for DhtView {
         let now = Instant::now();
         let fabric = &self.dht.fabric;
         let found: Vec<usize> = {
-            let mut state = self.dht.state.lock().expect("dht lock");
+            let mut guard = self.dht.state.lock().expect("dht lock");
+            let state = &mut *guard;
             state.lookups += 1;
             let Some(providers) = state.records.get_mut(&cid.to_bytes()) else { return Ok(Vec::new()) };
             providers.retain(|_, r| r.expires > now);
-            providers
+            let mut found: Vec<usize> = providers
                 .iter()
                 .filter(|(p, r)| {
                     **p != self.index
                         && r.holders.iter().any(|&h| h == self.index || fabric.reaches(self.index, h))
                 })
                 .map(|(p, _)| *p)
-                .take(limit)
-                .collect()
+                .collect();
+            found.shuffle(&mut state.rng);
+            found.truncate(limit);
+            found
         };
         self.dht.trace.record(format_args!("find_providers {} {}", self.index, found.len()));
         Ok(found.into_iter().map(|p| PeerRecord { peer: fabric.peer(p), addrs: Vec::new() }).collect())
@@ -163,6 +182,8 @@ impl Discovery for DhtView {
 
     async fn find_peer(&self, peer: &PeerId) -> Result<Option<PeerRecord>, DiscoveryError> {
         tokio::time::sleep(self.dht.lookup_cost()).await;
-        Ok(self.dht.fabric.index_of(peer).map(|_| PeerRecord { peer: peer.clone(), addrs: Vec::new() }))
+        let fabric = &self.dht.fabric;
+        let found = fabric.index_of(peer).filter(|&i| fabric.reaches(self.index, i));
+        Ok(found.map(|_| PeerRecord { peer: peer.clone(), addrs: Vec::new() }))
     }
 }

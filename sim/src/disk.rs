@@ -24,7 +24,8 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 type Key = (Table, Vec<u8>);
-type Undo = Vec<(Key, Option<Vec<u8>>)>;
+/// Previous values (and whether the key was unreadable) of a transaction's writes.
+type Undo = Vec<(Key, Option<Vec<u8>>, bool)>;
 
 /// Fault settings of one disk.
 #[derive(Clone, Debug, Default)]
@@ -106,7 +107,7 @@ impl SimDisk {
         state.stats.commits_lost += lost.len() as u64;
         let torn_candidates: Vec<Key> = match (state.profile.torn_writes, lost.last()) {
             (true, Some(last)) => {
-                last.iter().filter(|(k, _)| k.0 == Table::Blocks).map(|(k, _)| k.clone()).collect()
+                last.iter().filter(|(k, _, _)| k.0 == Table::Blocks).map(|(k, _, _)| k.clone()).collect()
             }
             _ => Vec::new(),
         };
@@ -117,8 +118,8 @@ impl SimDisk {
             .filter(|_| state.rng.random_bool(0.5))
             .collect();
         for undo in lost.into_iter().rev() {
-            for (key, old) in undo.into_iter().rev() {
-                restore(state, key, old);
+            for (key, old, unreadable) in undo.into_iter().rev() {
+                restore(state, key, old, unreadable);
             }
         }
         for (key, mut value) in torn {
@@ -175,10 +176,15 @@ impl SimDisk {
         self.lock().map.contains_key(&(Table::Manifests, cid.to_bytes()))
     }
 
-    /// Whether a fault damaged any of these blocks (keys as stored: block CIDs).
-    pub fn damaged_any(&self, blocks: &[Vec<u8>]) -> bool {
+    /// Whether the disk holds an intact copy of dataset `cid`: its manifest, and each of its
+    /// blocks (keys as stored: block CIDs) present, readable and undamaged by any fault.
+    pub fn holds_intact(&self, cid: &Cid, blocks: &[Vec<u8>]) -> bool {
         let state = self.lock();
-        blocks.iter().any(|b| state.damaged.contains(b))
+        state.map.contains_key(&(Table::Manifests, cid.to_bytes()))
+            && blocks.iter().all(|b| {
+                let key = (Table::Blocks, b.clone());
+                state.map.contains_key(&key) && !state.unreadable.contains(&key) && !state.damaged.contains(b)
+            })
     }
 
     /// Stored blocks that do not hash to their CID although no fault touched them: damage
@@ -226,7 +232,10 @@ fn put_raw(state: &mut DiskState, key: Key, value: Vec<u8>) -> Option<Vec<u8>> {
     old
 }
 
-fn restore(state: &mut DiskState, key: Key, old: Option<Vec<u8>>) {
+fn restore(state: &mut DiskState, key: Key, old: Option<Vec<u8>>, unreadable: bool) {
+    if unreadable {
+        state.unreadable.insert(key.clone());
+    }
     match old {
         Some(value) => {
             put_raw(state, key, value);
@@ -314,9 +323,9 @@ impl KvRead for Txn<'_> {
 impl KvWrite for Txn<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut key = (table, key.to_vec());
-        let grows = value.len() as u64;
+        let replaced = self.state.map.get(&key).map_or(0, |old| old.len() as u64);
         if let Some(capacity) = self.state.profile.capacity_bytes
-            && self.state.used_bytes + grows > capacity
+            && (self.state.used_bytes + value.len() as u64).saturating_sub(replaced) > capacity
         {
             self.state.stats.full_refusals += 1;
             return Err(StoreError::Backend("no space left on device (simulated full disk)".into()));
@@ -330,10 +339,13 @@ impl KvWrite for Txn<'_> {
             self.state.damaged.insert(key.1.clone());
             self.state.damaged.insert(other.1.clone());
             key = other;
+        } else if table == Table::Blocks {
+            // Written whole and in place: whatever damage the old value had is gone.
+            self.state.damaged.remove(&key.1);
         }
-        self.state.unreadable.remove(&key);
+        let unreadable = self.state.unreadable.remove(&key);
         let old = put_raw(self.state, key.clone(), value.to_vec());
-        self.undo.push((key, old));
+        self.undo.push((key, old, unreadable));
         Ok(())
     }
 
@@ -343,9 +355,9 @@ impl KvWrite for Txn<'_> {
         if let Some(value) = &old {
             self.state.used_bytes -= value.len() as u64;
         }
-        self.state.unreadable.remove(&key);
+        let unreadable = self.state.unreadable.remove(&key);
         let existed = old.is_some();
-        self.undo.push((key, old));
+        self.undo.push((key, old, unreadable));
         Ok(existed)
     }
 }
@@ -367,8 +379,8 @@ impl KvEngine for SimDiskEngine {
         let result = f(&mut txn);
         let Txn { state, undo } = txn;
         if result.is_err() {
-            for (key, old) in undo.into_iter().rev() {
-                restore(state, key, old);
+            for (key, old, unreadable) in undo.into_iter().rev() {
+                restore(state, key, old, unreadable);
             }
         } else if state.profile.lying_fsync && !undo.is_empty() {
             state.unsynced.push(undo);

@@ -224,6 +224,7 @@ mod cli {
                 let mut scenario = load(&scenario)?;
                 if let Some(n) = nodes {
                     scenario.nodes.count = crate::scenario::Param::Scalar(n);
+                    scenario.validate().map_err(|e| format!("--nodes {n}: {e}"))?;
                 }
                 let outcome = world::run(&scenario, seed);
                 println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));

@@ -11,8 +11,9 @@
 //!   recomputed as other flows come and go);
 //! - loss as a stream transport sees it: a lost segment is retransmitted after a timeout
 //!   (at least 200 ms, doubling), and six losses in a row reset the connection;
-//! - partitions (one-way or both ways) and clogged nodes: nothing crosses; connections that
-//!   cross are noticed as closed after the failure-detection delay (a ping timeout);
+//! - partitions (one-way or both ways) and clogged nodes: nothing crosses; a connection that
+//!   loses traffic is broken like a TCP stream with a hole (nothing more passes, even after the
+//!   cut heals) and each side sees it close after the failure-detection delay (a ping timeout);
 //! - datagram faults TCP and QUIC never produce, for robustness: duplication and reordering.
 //!
 //! Messages travel over madsim endpoints (one per node incarnation, at the node's simulated IP):
@@ -20,8 +21,10 @@
 //! in-flight traffic dies with it. madsim's own latency is set to a microsecond, and
 //! deliveries on a link are spaced at least [`LINK_SPACING`] apart so its jitter cannot reorder
 //! them. Connections are modeled: a dial takes a round trip when the peer is reachable and
-//! fails after the dial timeout when it is not; a crashed peer's connections close for its
-//! peers after the failure-detection delay.
+//! fails after the dial timeout when it is not. Connections carry ids, so a late close or a late
+//! message of an old connection never touches a new one. A stopped node's peers see its
+//! connections close one latency later (its OS resets them) or, when the machine is gone, after
+//! the failure-detection delay.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use neverust::exchange::wire::MESSAGE_SIZE_MAX_BYTES;
 use neverust::net::{NetError, NetEvent, Network, PeerId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -78,6 +82,8 @@ pub fn sim_ip(index: usize) -> std::net::IpAddr {
 /// What travels over a madsim endpoint.
 struct Delivery {
     from: usize,
+    /// The connection it was sent on: a message of a closed connection is not delivered.
+    connection: u64,
     payload: Bytes,
 }
 const LOSSES_BEFORE_RESET: u32 = 6;
@@ -86,6 +92,9 @@ const LOSSES_BEFORE_RESET: u32 = 6;
 pub struct Fabric {
     params: LinkParams,
     trace: Arc<Trace>,
+    /// A madsim node of the fabric's own, never killed: connection closes are timed there, so
+    /// they happen even when the node that caused them has crashed meanwhile.
+    timers: madsim::runtime::NodeHandle,
     state: Mutex<FabricState>,
 }
 
@@ -103,17 +112,23 @@ struct FabricState {
     downlinks: BTreeMap<(usize, usize), Instant>,
     /// Directed blocks: traffic from the first set to the second does not pass.
     partitions: Vec<(BTreeSet<usize>, BTreeSet<usize>)>,
-    clogged: BTreeSet<usize>,
+    /// Clogged nodes, with how many clogs hold each.
+    clogged: BTreeMap<usize, u32>,
+    next_connection: u64,
+    /// Connections that lost traffic (a partition, a clog, a reset, a peer gone): like a TCP
+    /// stream with a hole, nothing more passes, and each side sees it closed in time.
+    broken: BTreeSet<u64>,
     stats: NetStats,
 }
 
 struct Endpoint {
     peer: PeerId,
-    /// Bumped at every crash or restart; messages and events for an older one are dropped.
+    /// Bumped at every crash or restart.
     incarnation: u64,
     alive: bool,
     inbox: Option<mpsc::UnboundedSender<NetEvent>>,
-    connections: BTreeSet<usize>,
+    /// Open connections: peer index → connection id (both sides hold the same id).
+    connections: BTreeMap<usize, u64>,
     /// Peers this incarnation dropped for misbehaviour: refused from then on.
     blocked: BTreeSet<usize>,
     /// Multiplies latency and divides bandwidth (a slow node).
@@ -133,6 +148,7 @@ pub struct NetStats {
 }
 
 impl Fabric {
+    /// Call inside the madsim runtime (it creates the fabric's timer node).
     pub fn new(
         params: LinkParams,
         peers: Vec<PeerId>,
@@ -148,15 +164,17 @@ impl Fabric {
                 incarnation: 0,
                 alive: false,
                 inbox: None,
-                connections: BTreeSet::new(),
+                connections: BTreeMap::new(),
                 blocked: BTreeSet::new(),
                 slowness,
             })
             .collect();
         let by_peer = peers.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect();
+        let timers = madsim::runtime::Handle::current().create_node().name("fabric").build();
         Arc::new(Fabric {
             params,
             trace,
+            timers,
             state: Mutex::new(FabricState {
                 rng,
                 nodes,
@@ -166,7 +184,9 @@ impl Fabric {
                 uplinks: BTreeMap::new(),
                 downlinks: BTreeMap::new(),
                 partitions: Vec::new(),
-                clogged: BTreeSet::new(),
+                clogged: BTreeMap::new(),
+                next_connection: 0,
+                broken: BTreeSet::new(),
                 stats: NetStats::default(),
             }),
         })
@@ -192,6 +212,11 @@ impl Fabric {
         self.lock().nodes[index].alive
     }
 
+    /// Whether `index` has any open connection (a routing table that is not empty).
+    pub fn has_connections(&self, index: usize) -> bool {
+        !self.lock().nodes[index].connections.is_empty()
+    }
+
     /// A node (re)starts: its network port, with a fresh inbox and a fresh endpoint (call it
     /// on the node, so the endpoint and its receiving task die with the node).
     pub async fn attach(self: &Arc<Fabric>, index: usize) -> Arc<SimNetwork> {
@@ -215,7 +240,7 @@ impl Fabric {
         tokio::spawn(async move {
             while let Ok((payload, _)) = receiver.recv_from_raw(TAG).await {
                 if let Ok(delivery) = payload.downcast::<Delivery>() {
-                    fabric.deliver(index, incarnation, *delivery);
+                    fabric.deliver(index, *delivery);
                 }
             }
         });
@@ -228,12 +253,12 @@ impl Fabric {
         })
     }
 
-    /// A message arrived at node `index`: to its inbox, if the connection still stands.
-    fn deliver(&self, index: usize, incarnation: u64, delivery: Delivery) {
+    /// A message arrived at node `index`: to its inbox, if its connection still stands.
+    fn deliver(&self, index: usize, delivery: Delivery) {
         let state = self.lock();
         let node = &state.nodes[index];
-        if node.incarnation == incarnation
-            && node.connections.contains(&delivery.from)
+        if node.connections.get(&delivery.from) == Some(&delivery.connection)
+            && !state.broken.contains(&delivery.connection)
             && let Some(inbox) = &node.inbox
         {
             let from = state.nodes[delivery.from].peer.clone();
@@ -241,60 +266,105 @@ impl Fabric {
         }
     }
 
-    /// A node stops (crash or departure): its connections close for its peers after the
-    /// failure-detection delay.
-    pub fn detach(self: &Arc<Fabric>, index: usize) {
-        let peers = {
-            let mut state = self.lock();
+    /// A node stops. Its peers see its connections close one latency later when its OS is
+    /// still there to reset them (a process crash or a clean stop), after the
+    /// failure-detection delay when the machine is gone.
+    pub fn detach(self: &Arc<Fabric>, index: usize, machine_gone: bool) {
+        let closes: Vec<(usize, u64, Duration)> = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
             let node = &mut state.nodes[index];
             node.alive = false;
             node.incarnation += 1;
             node.inbox = None;
-            std::mem::take(&mut node.connections)
+            let connections = std::mem::take(&mut node.connections);
+            let mut closes = Vec::new();
+            for (peer, id) in connections {
+                state.broken.insert(id);
+                let notice = if machine_gone {
+                    self.params.failure_detection
+                } else {
+                    self.latency(state, index, peer)
+                };
+                closes.push((peer, id, notice));
+            }
+            // Traffic queued by the old incarnation died with it.
+            state.uplinks.retain(|(a, _), _| *a != index);
+            state.downlinks.retain(|(a, _), _| *a != index);
+            state.last_delivery.retain(|(a, b), _| *a != index && *b != index);
+            closes
         };
-        self.trace.record(format_args!("detach {index}"));
-        for peer in peers {
-            self.close_later(peer, index, self.params.failure_detection);
+        self.trace.record(format_args!("detach {index} machine_gone={machine_gone}"));
+        for (peer, id, notice) in closes {
+            self.close_later(peer, index, id, notice);
         }
     }
 
-    /// Tells `at` (if the same incarnation is still up then) that `gone` disconnected.
-    fn close_later(self: &Arc<Fabric>, at: usize, gone: usize, delay: Duration) {
+    /// Tells `at` that its connection `id` to `gone` closed, after `delay`, if it still holds
+    /// that connection then.
+    fn close_later(self: &Arc<Fabric>, at: usize, gone: usize, id: u64, delay: Duration) {
         let fabric = self.clone();
-        let incarnation = self.lock().nodes[at].incarnation;
-        tokio::spawn(async move {
+        self.timers.spawn(async move {
             tokio::time::sleep(delay).await;
             let mut state = fabric.lock();
             let gone_peer = state.nodes[gone].peer.clone();
             let node = &mut state.nodes[at];
-            if node.incarnation == incarnation
-                && node.connections.remove(&gone)
-                && let Some(inbox) = &node.inbox
-            {
-                let _ = inbox.send(NetEvent::Disconnected(gone_peer));
+            if node.connections.get(&gone) == Some(&id) {
+                node.connections.remove(&gone);
+                if let Some(inbox) = &node.inbox {
+                    let _ = inbox.send(NetEvent::Disconnected(gone_peer));
+                }
             }
         });
     }
 
+    /// Marks connection `id` between `a` and `b` broken; each side sees it close after its
+    /// delay.
+    fn break_connection(
+        self: &Arc<Fabric>,
+        a: usize,
+        b: usize,
+        id: u64,
+        delay_a: Duration,
+        delay_b: Duration,
+    ) {
+        self.lock().broken.insert(id);
+        self.close_later(a, b, id, delay_a);
+        self.close_later(b, a, id, delay_b);
+    }
+
+    /// Connections with at least one end in `nodes` whose other end satisfies `other`.
+    fn connections_of(
+        &self,
+        nodes: &BTreeSet<usize>,
+        other: impl Fn(usize) -> bool,
+    ) -> Vec<(usize, usize, u64)> {
+        let state = self.lock();
+        let mut found = Vec::new();
+        for &x in nodes {
+            for (&y, &id) in &state.nodes[x].connections {
+                if other(y) && !found.iter().any(|&(_, _, known)| known == id) {
+                    found.push((x, y, id));
+                }
+            }
+        }
+        found
+    }
+
     /// Blocks traffic from `a` to `b` (and back unless `one_way`) until [`Fabric::heal`].
+    /// Connections across the cut break either way (a one-way cut stops the acknowledgements).
     pub fn partition(self: &Arc<Fabric>, a: BTreeSet<usize>, b: BTreeSet<usize>, one_way: bool) {
-        let crossing: Vec<(usize, usize)> = {
+        {
             let mut state = self.lock();
             state.partitions.push((a.clone(), b.clone()));
             if !one_way {
                 state.partitions.push((b.clone(), a.clone()));
             }
-            let state = &*state;
-            a.iter()
-                .flat_map(|&x| {
-                    state.nodes[x].connections.iter().filter(|y| b.contains(y)).map(move |&y| (x, y))
-                })
-                .collect()
-        };
+        }
         self.trace.record(format_args!("partition {} {} one_way={one_way}", a.len(), b.len()));
-        for (x, y) in crossing {
-            self.close_later(x, y, self.params.failure_detection);
-            self.close_later(y, x, self.params.failure_detection);
+        let detection = self.params.failure_detection;
+        for (x, y, id) in self.connections_of(&a, |y| b.contains(&y)) {
+            self.break_connection(x, y, id, detection, detection);
         }
     }
 
@@ -303,24 +373,36 @@ impl Fabric {
         self.trace.record("heal");
     }
 
+    /// Stalls every byte in or out of `nodes` until as many [`Fabric::unclog`]s.
     pub fn clog(self: &Arc<Fabric>, nodes: BTreeSet<usize>) {
-        let crossing: Vec<(usize, usize)> = {
+        {
             let mut state = self.lock();
-            state.clogged.extend(nodes.iter().copied());
-            nodes.iter().flat_map(|&x| state.nodes[x].connections.iter().map(move |&y| (x, y))).collect()
-        };
+            for &n in &nodes {
+                *state.clogged.entry(n).or_default() += 1;
+            }
+        }
         self.trace.record(format_args!("clog {}", nodes.len()));
-        for (x, y) in crossing {
-            self.close_later(x, y, self.params.failure_detection);
-            self.close_later(y, x, self.params.failure_detection);
+        let detection = self.params.failure_detection;
+        for (x, y, id) in self.connections_of(&nodes, |_| true) {
+            self.break_connection(x, y, id, detection, detection);
         }
     }
 
     pub fn unclog(&self, nodes: &BTreeSet<usize>) {
         let mut state = self.lock();
         for n in nodes {
-            state.clogged.remove(n);
+            if let Some(count) = state.clogged.get_mut(n) {
+                *count -= 1;
+                if *count == 0 {
+                    state.clogged.remove(n);
+                }
+            }
         }
+    }
+
+    /// Clears every clog (the healing phase).
+    pub fn unclog_all(&self) {
+        self.lock().clogged.clear();
     }
 
     /// Whether `a` and `b` could talk now (both up, nothing in between).
@@ -332,8 +414,8 @@ impl Fabric {
     /// Whether traffic passes from `a` to `b` now.
     fn passes(state: &FabricState, a: usize, b: usize) -> bool {
         state.nodes[b].alive
-            && !state.clogged.contains(&a)
-            && !state.clogged.contains(&b)
+            && !state.clogged.contains_key(&a)
+            && !state.clogged.contains_key(&b)
             && !state.partitions.iter().any(|(from, to)| from.contains(&a) && to.contains(&b))
     }
 
@@ -367,7 +449,9 @@ impl Fabric {
             if target == from {
                 return Err(NetError::Dial("cannot dial self".into()));
             }
-            if state.nodes[from].connections.contains(&target) {
+            if let Some(id) = state.nodes[from].connections.get(&target)
+                && !state.broken.contains(id)
+            {
                 return Ok(());
             }
             let refused =
@@ -387,15 +471,18 @@ impl Fabric {
             state.stats.failed_dials += 1;
             return Err(NetError::Dial(format!("{to} unreachable")));
         }
-        if state.nodes[from].connections.insert(target) {
-            let from_peer = state.nodes[from].peer.clone();
-            state.nodes[target].connections.insert(from);
-            if let Some(inbox) = &state.nodes[target].inbox {
-                let _ = inbox.send(NetEvent::Connected(from_peer));
-            }
-            if let Some(inbox) = &state.nodes[from].inbox {
-                let _ = inbox.send(NetEvent::Connected(to.clone()));
-            }
+        // A new connection; a stale one either side still holds is replaced (its close,
+        // when it comes, no longer matches).
+        let id = state.next_connection;
+        state.next_connection += 1;
+        state.nodes[from].connections.insert(target, id);
+        state.nodes[target].connections.insert(from, id);
+        let from_peer = state.nodes[from].peer.clone();
+        if let Some(inbox) = &state.nodes[target].inbox {
+            let _ = inbox.send(NetEvent::Connected(from_peer));
+        }
+        if let Some(inbox) = &state.nodes[from].inbox {
+            let _ = inbox.send(NetEvent::Connected(to.clone()));
         }
         Ok(())
     }
@@ -408,6 +495,12 @@ impl Fabric {
         to: &PeerId,
         payload: Bytes,
     ) -> Result<(), NetError> {
+        if payload.len() > MESSAGE_SIZE_MAX_BYTES {
+            return Err(NetError::TooLarge {
+                size_bytes: payload.len(),
+                limit_bytes: MESSAGE_SIZE_MAX_BYTES,
+            });
+        }
         let mut state = self.lock();
         if state.nodes[from].incarnation != incarnation {
             return Err(NetError::Closed);
@@ -415,15 +508,22 @@ impl Fabric {
         let Some(&target) = state.by_peer.get(to) else {
             return Err(NetError::NotConnected(to.clone()));
         };
-        if !state.nodes[from].connections.contains(&target) {
+        let Some(&connection) = state.nodes[from].connections.get(&target) else {
             return Err(NetError::NotConnected(to.clone()));
-        }
+        };
         let size = payload.len() as u64;
         state.stats.messages += 1;
         state.stats.bytes += size;
-        if !Self::passes(&state, from, target) {
-            // Stuck behind a partition or a clog: lost when the connection times out.
+        if state.broken.contains(&connection) {
             state.stats.dropped += 1;
+            return Ok(());
+        }
+        if !Self::passes(&state, from, target) {
+            // Nothing gets through: the stream breaks and both sides time out.
+            state.stats.dropped += 1;
+            drop(state);
+            let detection = self.params.failure_detection;
+            self.break_connection(from, target, connection, detection, detection);
             return Ok(());
         }
         let now = Instant::now();
@@ -446,8 +546,7 @@ impl Fabric {
                 state.stats.connection_resets += 1;
                 drop(state);
                 self.trace.record(format_args!("reset {from} {target}"));
-                self.close_later(from, target, Duration::ZERO);
-                self.close_later(target, from, latency);
+                self.break_connection(from, target, connection, Duration::ZERO, latency);
                 return Ok(());
             }
             arrival += timeout;
@@ -478,7 +577,7 @@ impl Fabric {
         tokio::spawn(async move {
             tokio::time::sleep_until(delivered - MADSIM_LATENCY).await;
             for _ in 0..copies {
-                let delivery = Box::new(Delivery { from, payload: payload.clone() });
+                let delivery = Box::new(Delivery { from, connection, payload: payload.clone() });
                 let _ = endpoint.send_to_raw(destination, TAG, delivery).await;
             }
         });
@@ -516,7 +615,7 @@ impl Network for SimNetwork {
         if node.incarnation != self.incarnation {
             return Vec::new();
         }
-        node.connections.iter().map(|&i| state.nodes[i].peer.clone()).collect()
+        node.connections.keys().map(|&i| state.nodes[i].peer.clone()).collect()
     }
 
     async fn dial(&self, peer: &PeerId, _addrs: &[String]) -> Result<(), NetError> {
@@ -526,13 +625,27 @@ impl Network for SimNetwork {
     async fn disconnect(&self, peer: &PeerId) {
         let Some(target) = self.fabric.index_of(peer) else { return };
         self.fabric.trace.record(format_args!("disconnect {} {target}", self.index));
-        let connected = {
-            let mut state = self.fabric.lock();
+        let closed = {
+            let mut guard = self.fabric.lock();
+            let state = &mut *guard;
+            if state.nodes[self.index].incarnation != self.incarnation {
+                return;
+            }
             state.nodes[self.index].blocked.insert(target);
-            state.nodes[self.index].connections.remove(&target)
+            let closed = state.nodes[self.index].connections.remove(&target);
+            if let Some(id) = closed {
+                state.broken.insert(id);
+                if let Some(inbox) = &state.nodes[self.index].inbox {
+                    let _ = inbox.send(NetEvent::Disconnected(peer.clone()));
+                }
+                let latency = self.fabric.latency(state, self.index, target);
+                Some((id, latency))
+            } else {
+                None
+            }
         };
-        if connected {
-            self.fabric.close_later(target, self.index, Duration::ZERO);
+        if let Some((id, latency)) = closed {
+            self.fabric.close_later(target, self.index, id, latency);
         }
     }
 

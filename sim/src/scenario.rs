@@ -261,6 +261,11 @@ pub struct Churn {
     /// Nodes churn never touches (the bootstrap node, say).
     #[serde(default)]
     pub spare: Vec<u64>,
+    /// Permanent departures take only nodes whose every dataset has an intact copy elsewhere,
+    /// keeping them within the redundancy the data has; `false` lets them take a last copy
+    /// (the oracle then reports the loss).
+    #[serde(default = "default_true")]
+    pub spare_last_copy: bool,
 }
 
 fn default_crash_share() -> f64 {
@@ -539,7 +544,8 @@ impl Scenario {
         Ok(scenario)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks values the types do not (ranges, probabilities, positive rates).
+    pub fn validate(&self) -> Result<(), String> {
         let count_max = match self.nodes.count {
             Param::Scalar(n) => n,
             Param::Range([_, b]) => b,
@@ -576,13 +582,57 @@ impl Scenario {
                 return Err(format!("workload[{i}].nodes: [{a}, {b}] is not a range of node indices"));
             }
         }
-        let shares = [
-            ("network.loss", self.network.loss_max()),
-            ("nodes.slow-fraction", max_of(self.nodes.slow_fraction)),
+        let disk = self.faults.disk.clone().unwrap_or_default();
+        let mut shares = vec![
+            ("network.loss", min_of(self.network.loss), max_of(self.network.loss)),
+            ("network.duplicate", min_of(self.network.duplicate), max_of(self.network.duplicate)),
+            ("network.reorder", min_of(self.network.reorder), max_of(self.network.reorder)),
+            ("nodes.slow-fraction", min_of(self.nodes.slow_fraction), max_of(self.nodes.slow_fraction)),
+            ("faults.disk.lying-fsync-share", disk.lying_fsync_share, disk.lying_fsync_share),
+            ("faults.disk.misdirected-write", disk.misdirected_write, disk.misdirected_write),
+            ("faults.disk.small-disk-share", disk.small_disk_share, disk.small_disk_share),
         ];
-        for (key, value) in shares {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(format!("{key}: {value} is not a probability between 0 and 1"));
+        for p in &self.faults.partition {
+            shares.push(("faults.partition.split", min_of(p.split), max_of(p.split)));
+        }
+        for (key, low, high) in shares {
+            if !(0.0..=1.0).contains(&low) || !(0.0..=1.0).contains(&high) {
+                return Err(format!("{key}: {low}..{high} is not a probability between 0 and 1"));
+            }
+        }
+        let non_negative = [
+            ("network.latency-ms", min_of(self.network.latency_ms)),
+            ("network.jitter-ms", min_of(self.network.jitter_ms)),
+            ("faults.disk.bit-rot-per-hour", min_of(disk.bit_rot_per_hour)),
+            ("faults.disk.latent-errors-per-hour", min_of(disk.latent_errors_per_hour)),
+        ];
+        for (key, value) in non_negative {
+            if value < 0.0 || value.is_nan() {
+                return Err(format!("{key}: {value} is negative"));
+            }
+        }
+        if self.network.bandwidth.0 == 0 {
+            return Err("network.bandwidth: must be more than 0".into());
+        }
+        if self.nodes.slow_factor <= 0.0 {
+            return Err("nodes.slow-factor: must be more than 0".into());
+        }
+        let block = self.block_size.0;
+        if !(4096..=8 << 20).contains(&block) || !block.is_multiple_of(2048) {
+            return Err(format!("block-size: {block} bytes is not a multiple of 2KiB between 4KiB and 8MiB"));
+        }
+        if self.dht.replication == 0 {
+            return Err("dht.replication: at least 1".into());
+        }
+        for (key, span) in [
+            ("dht.republish", self.dht.republish),
+            ("dht.record-ttl", self.dht.record_ttl),
+            ("faults.disk.flush-interval", disk.flush_interval),
+            ("invariants.liveness-bound", self.invariants.liveness_bound),
+            ("network.failure-detection", self.network.failure_detection),
+        ] {
+            if span.0.is_zero() {
+                return Err(format!("{key}: must be more than 0s"));
             }
         }
         if let Some(churn) = &self.faults.churn {
@@ -634,9 +684,10 @@ impl Scenario {
     }
 }
 
-impl NetworkModel {
-    fn loss_max(&self) -> f64 {
-        max_of(self.loss)
+fn min_of(p: Param<f64>) -> f64 {
+    match p {
+        Param::Scalar(v) => v,
+        Param::Range([a, b]) => a.min(b),
     }
 }
 

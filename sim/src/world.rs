@@ -11,7 +11,7 @@ use neverust::content::{Cid, block_cid, cid_to_string};
 use neverust::dataset::UploadMeta;
 use neverust::exchange::EngineConfig;
 use neverust::metrics::Metrics;
-use neverust::net::{Network, PeerId};
+use neverust::net::PeerId;
 use neverust::node::{Node, NodeConfig};
 use neverust::runtime::Compute;
 use neverust::store::{KvStore, SharedStore};
@@ -123,6 +123,8 @@ struct World {
     disks: Mutex<Vec<Arc<SimDisk>>>,
     services: Vec<Mutex<Option<Node>>>,
     life: Mutex<Vec<Life>>,
+    /// Bumped at every stop, so a restart timer of an earlier stop does nothing.
+    epochs: Mutex<Vec<u64>>,
     madsim_nodes: Mutex<Vec<madsim::runtime::NodeHandle>>,
     /// The clients: churn and random faults never touch them.
     clients: BTreeSet<usize>,
@@ -192,7 +194,7 @@ impl World {
         let disks = self.disks.lock().expect("disks").clone();
         (0..life.len())
             .filter(|&i| life[i] != Life::Departed)
-            .filter(|&i| disks[i].holds_manifest(&truth.cid) && !disks[i].damaged_any(&truth.blocks))
+            .filter(|&i| disks[i].holds_intact(&truth.cid, &truth.blocks))
             .collect()
     }
 
@@ -216,11 +218,15 @@ impl World {
         if notes.is_empty() { "no node holds it: a commit lost in a crash".into() } else { notes.join(", ") }
     }
 
+    /// Runs `future` on node `index` (it dies with the node).
     fn spawn_on<F>(&self, index: usize, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let handle = self.madsim_nodes.lock().expect("nodes")[index].clone();
+        // A handle kept from before a restart would spawn onto the killed incarnation, where
+        // nothing runs: ask madsim for the node's current one.
+        let id = self.madsim_nodes.lock().expect("nodes")[index].id();
+        let handle = madsim::runtime::Handle::current().get_node(id).expect("a created node");
         handle.spawn(future);
     }
 
@@ -237,7 +243,8 @@ impl World {
         }
         *self.services[index].lock().expect("services") = None;
         self.life.lock().expect("life")[index] = if permanent { Life::Departed } else { Life::Down };
-        self.fabric.detach(index);
+        self.epochs.lock().expect("epochs")[index] += 1;
+        self.fabric.detach(index, permanent);
         self.dht.node_stopped(index);
         let id = self.madsim_nodes.lock().expect("nodes")[index].id();
         madsim::runtime::Handle::current().kill(id);
@@ -309,6 +316,11 @@ async fn node_main(world: Arc<World>, index: usize) {
         engine: EngineConfig::default(),
         readvertise_interval: world.republish,
         compute: Compute::Modeled { hash_bytes_per_sec: world.hash_rate },
+        bootstrap: if index == 0 {
+            Vec::new()
+        } else {
+            vec![neverust::discovery::PeerRecord { peer: world.peers[0].clone(), addrs: Vec::new() }]
+        },
     };
     match Node::start(store, network.clone(), discovery, config, Arc::new(Metrics::new())).await {
         Ok((node, recovery)) => {
@@ -324,13 +336,9 @@ async fn node_main(world: Arc<World>, index: usize) {
                 .lock()
                 .expect("violations")
                 .push(format!("node {index} failed to start: {e}"));
+            world.fabric.detach(index, false);
+            world.life.lock().expect("life")[index] = Life::Down;
             return;
-        }
-    }
-    if index != 0 {
-        let bootstrap = world.peers[0].clone();
-        while network.dial(&bootstrap, &[]).await.is_err() {
-            tokio::time::sleep(Duration::from_secs(10)).await;
         }
     }
     std::future::pending::<()>().await;
@@ -391,7 +399,10 @@ async fn upload(world: Arc<World>, index: usize, seed: u64, size: u64) {
 
 /// Downloads dataset `d` on node `index` by DHT discovery; `true` when the bytes are right.
 async fn download(world: Arc<World>, index: usize, d: usize) -> bool {
-    let Some(node) = world.node(index) else { return false };
+    let Some(node) = world.node(index) else {
+        world.trace.record(format_args!("download-not-running {index} {d}"));
+        return false;
+    };
     let (cid, size, digest) = {
         let truths = world.truths.lock().expect("truths");
         (truths[d].cid, truths[d].size, truths[d].digest)
@@ -436,7 +447,7 @@ async fn download(world: Arc<World>, index: usize, d: usize) -> bool {
             false
         }
         Err(e) => {
-            world.trace.record(format_args!("download-failed {index} {d}"));
+            world.trace.record(format_args!("download-failed {index} {d} {e}"));
             if e.contains("corrupt") {
                 world.probe("corrupt-block-detected");
             }
@@ -455,7 +466,7 @@ enum Action {
     Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
     Download { nodes: Option<[u64; 2]>, on: Role },
     Arrive,
-    Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64> },
+    Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64>, spare_last_copy: bool },
     Crash { node: Target, restart_after: Option<Duration> },
     Depart { node: Target, every: Duration },
     Partition { split: f64, one_way: bool },
@@ -549,25 +560,27 @@ fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng, arrivals: &[Duration]) ->
                 permanent: rng.random_bool(churn.permanent_share),
                 downtime,
                 spare: churn.spare.clone(),
+                spare_last_copy: churn.spare_last_copy,
             };
             plan.push((at, action));
         }
     }
-    for c in &faults.crash {
+    let faults_in_time = |at: Duration| at < duration;
+    for c in faults.crash.iter().filter(|c| faults_in_time(c.at.0)) {
         plan.push((
             c.at.0,
             Action::Crash { node: c.node.clone(), restart_after: c.restart_after.map(|s| s.0) },
         ));
     }
-    for d in &faults.depart {
+    for d in faults.depart.iter().filter(|d| faults_in_time(d.at.0)) {
         plan.push((d.at.0, Action::Depart { node: d.node.clone(), every: d.every.0 }));
     }
-    for p in &faults.partition {
+    for p in faults.partition.iter().filter(|p| faults_in_time(p.at.0)) {
         let split = p.split.draw(rng);
         plan.push((p.at.0, Action::Partition { split, one_way: p.one_way }));
         plan.push((p.at.0 + p.duration.0, Action::Heal));
     }
-    for c in &faults.clog {
+    for c in faults.clog.iter().filter(|c| faults_in_time(c.at.0)) {
         let count = c.nodes.draw(rng);
         plan.push((c.at.0, Action::Clog { count, until: c.at.0 + c.duration.0 }));
     }
@@ -636,6 +649,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         &peers,
         scenario.dht.replication as usize,
         scenario.dht.record_ttl.0,
+        rng.random(),
         trace.clone(),
     );
     let disk_faults = scenario.faults.disk.clone().unwrap_or_default();
@@ -660,6 +674,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         disks: Mutex::new(disks),
         services: (0..n).map(|_| Mutex::new(None)).collect(),
         life: Mutex::new((0..n).map(|i| if i < initial { Life::Up } else { Life::Absent }).collect()),
+        epochs: Mutex::new(vec![0; n]),
         madsim_nodes: Mutex::new(Vec::new()),
         clients,
         block_size: scenario.block_size.0 as usize,
@@ -834,9 +849,14 @@ async fn execute(
                 });
             }
         }
-        Action::Churn { crash, permanent, downtime, spare } => {
-            let live: Vec<usize> =
+        Action::Churn { crash, permanent, downtime, spare, spare_last_copy } => {
+            let mut live: Vec<usize> =
                 world.faultable().into_iter().filter(|&i| !spare.contains(&(i as u64))).collect();
+            if permanent && spare_last_copy {
+                let datasets = world.truths.lock().expect("truths").len();
+                let holders: Vec<Vec<usize>> = (0..datasets).map(|d| world.holders(d)).collect();
+                live.retain(|i| holders.iter().all(|h| !h.contains(i) || h.len() >= 2));
+            }
             if let Some(index) = pick(rng, &live) {
                 world.stop(index, crash, permanent);
                 if !permanent {
@@ -853,10 +873,14 @@ async fn execute(
             }
         }
         Action::Depart { node, every } => {
-            for index in resolve_target(world, rng, &node) {
-                world.stop(index, true, true);
-                tokio::time::sleep(every).await;
-            }
+            let targets = resolve_target(world, rng, &node);
+            let w = world.clone();
+            tokio::spawn(async move {
+                for index in targets {
+                    w.stop(index, true, true);
+                    tokio::time::sleep(every).await;
+                }
+            });
         }
         Action::Partition { split, one_way } => {
             let mut all: Vec<usize> = (0..world.peers.len()).collect();
@@ -938,9 +962,12 @@ fn damage(
 
 fn restart_later(world: &Arc<World>, index: usize, after: Duration) {
     let w = world.clone();
+    let epoch = world.epochs.lock().expect("epochs")[index];
     tokio::spawn(async move {
         tokio::time::sleep(after).await;
-        w.restart(index);
+        if w.epochs.lock().expect("epochs")[index] == epoch {
+            w.restart(index);
+        }
     });
 }
 
@@ -948,8 +975,7 @@ fn restart_later(world: &Arc<World>, index: usize, after: Duration) {
 fn heal_all(world: &Arc<World>) {
     world.trace.record("healing");
     world.fabric.heal();
-    let all: BTreeSet<usize> = (0..world.peers.len()).collect();
-    world.fabric.unclog(&all);
+    world.fabric.unclog_all();
     for index in 0..world.peers.len() {
         world.restart(index);
     }
@@ -991,7 +1017,7 @@ async fn check_liveness(world: &Arc<World>, rng: &mut ChaCha8Rng, bound: Duratio
     let mut late = Vec::new();
     for (d, index, rx) in pending {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if tokio::time::timeout(left, rx).await.is_err() {
+        if !matches!(tokio::time::timeout(left, rx).await, Ok(Ok(()))) {
             let cid = world.truths.lock().expect("truths")[d].cid;
             late.push(format!("{} on node {index}", cid_to_string(&cid)));
         }

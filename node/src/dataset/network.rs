@@ -51,6 +51,8 @@ pub struct Fetcher {
     exchange: Exchange,
     network: Arc<dyn Network>,
     discovery: Arc<dyn Discovery>,
+    /// Woken when an announcement fails, so the node's advertiser tries again soon.
+    advertise_failed: Arc<tokio::sync::Notify>,
 }
 
 impl Fetcher {
@@ -60,25 +62,41 @@ impl Fetcher {
         network: Arc<dyn Network>,
         discovery: Arc<dyn Discovery>,
     ) -> Fetcher {
-        Fetcher { datasets, exchange, network, discovery }
+        Fetcher { datasets, exchange, network, discovery, advertise_failed: Arc::default() }
     }
 
-    /// Announces every stored dataset (manifest and tree CIDs) to the DHT.
-    pub async fn advertise_all(&self) -> Result<usize, StoreError> {
+    /// Waits until an announcement fails (see [`Fetcher::advertise`]).
+    pub async fn advertise_failed(&self) {
+        self.advertise_failed.notified().await;
+    }
+
+    /// Announces every stored dataset (manifest and tree CIDs) to the DHT; returns how many
+    /// datasets there are and how many of them failed to be announced.
+    pub async fn advertise_all(&self) -> Result<(usize, usize), StoreError> {
         let datasets = self.datasets.list().await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut failed = 0;
         for dataset in &datasets {
-            self.advertise(dataset).await;
-        }
-        Ok(datasets.len())
-    }
-
-    /// Announces one dataset.
-    pub async fn advertise(&self, dataset: &Dataset) {
-        for cid in [dataset.cid, dataset.manifest.tree_cid] {
-            if let Err(e) = self.discovery.provide(cid).await {
-                tracing::warn!(cid = %cid_to_string(&cid), error = %e, "advertising failed");
+            if !self.advertise(dataset).await {
+                failed += 1;
             }
         }
+        Ok((datasets.len(), failed))
+    }
+
+    /// Announces one dataset; `false` if the DHT refused (no peers yet, say), in which case
+    /// the node's advertiser is woken to try again.
+    pub async fn advertise(&self, dataset: &Dataset) -> bool {
+        let mut announced = true;
+        for cid in [dataset.cid, dataset.manifest.tree_cid] {
+            if let Err(e) = self.discovery.provide(cid).await {
+                tracing::debug!(cid = %cid_to_string(&cid), error = %e, "advertising failed");
+                announced = false;
+            }
+        }
+        if !announced {
+            self.advertise_failed.notify_one();
+        }
+        announced
     }
 
     /// Connected providers of `cid`, dialling the ones found through the DHT.

@@ -488,6 +488,10 @@ impl Network for P2pNetwork {
 #[async_trait]
 impl Discovery for P2pNetwork {
     async fn provide(&self, cid: Cid) -> Result<(), DiscoveryError> {
+        // With no peer there is no DHT to hold the record; the node logic tries again later.
+        if self.connected_peers().is_empty() {
+            return Err(DiscoveryError::NoPeers);
+        }
         self.commands
             .send(Command::Provide { key: cid.to_bytes() })
             .await

@@ -36,18 +36,6 @@ pub struct NodeConfig {
     pub bootstrap: Vec<PeerRecord>,
 }
 
-impl NodeConfig {
-    pub fn new(block_size_bytes: usize) -> NodeConfig {
-        NodeConfig {
-            block_size_bytes,
-            engine: EngineConfig::default(),
-            readvertise_interval: READVERTISE_INTERVAL,
-            compute: Compute::Pool,
-            bootstrap: Vec::new(),
-        }
-    }
-}
-
 /// A running node's services.
 #[derive(Clone)]
 pub struct Node {

@@ -44,9 +44,7 @@ impl Trace {
         let state = self.state.lock().expect("trace lock");
         if let (Some(lines), Some(path)) = (&state.lines, std::env::var_os("NEVERUST_SIM_TRACE")) {
             let mut path = std::path::PathBuf::from(path).into_os_string();
-            static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            path.push(format!(".{seed}.{run}"));
+            path.push(format!(".{seed}"));
             let _ = std::fs::write(&path, lines.concat());
         }
     }

@@ -125,7 +125,9 @@ struct World {
     life: Mutex<Vec<Life>>,
     /// Bumped at every stop, so a restart timer of an earlier stop does nothing.
     epochs: Mutex<Vec<u64>>,
-    madsim_nodes: Mutex<Vec<madsim::runtime::NodeHandle>>,
+    /// Each node's madsim id, by index. (Ids, not handles: a handle kept across a restart
+    /// spawns onto the killed incarnation.)
+    madsim_nodes: Mutex<Vec<madsim::task::NodeId>>,
     /// The clients: churn and random faults never touch them.
     clients: BTreeSet<usize>,
     block_size: usize,
@@ -223,9 +225,7 @@ impl World {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        // A handle kept from before a restart would spawn onto the killed incarnation, where
-        // nothing runs: ask madsim for the node's current one.
-        let id = self.madsim_nodes.lock().expect("nodes")[index].id();
+        let id = self.madsim_nodes.lock().expect("nodes")[index];
         let handle = madsim::runtime::Handle::current().get_node(id).expect("a created node");
         handle.spawn(future);
     }
@@ -246,7 +246,7 @@ impl World {
         self.epochs.lock().expect("epochs")[index] += 1;
         self.fabric.detach(index, permanent);
         self.dht.node_stopped(index);
-        let id = self.madsim_nodes.lock().expect("nodes")[index].id();
+        let id = self.madsim_nodes.lock().expect("nodes")[index];
         madsim::runtime::Handle::current().kill(id);
         self.trace.record(format_args!("stop {index} crash={crash} permanent={permanent}"));
         self.count(|c| {
@@ -269,7 +269,7 @@ impl World {
             .ip(crate::net::sim_ip(index))
             .init(move || node_main(w.clone(), index))
             .build();
-        nodes.push(node);
+        nodes.push(node.id());
         index
     }
 
@@ -296,7 +296,7 @@ impl World {
             return;
         }
         self.life.lock().expect("life")[index] = Life::Up;
-        let id = self.madsim_nodes.lock().expect("nodes")[index].id();
+        let id = self.madsim_nodes.lock().expect("nodes")[index];
         madsim::runtime::Handle::current().restart(id);
         self.trace.record(format_args!("restart {index}"));
         self.probe("node-restarted");

@@ -22,6 +22,7 @@ pub mod config;
 pub mod content;
 pub mod dataset;
 pub mod discovery;
+pub mod erasure;
 pub mod exchange;
 pub mod merkle;
 pub mod metrics;

@@ -165,3 +165,44 @@ fn restart_keeps_identity_and_data() {
     assert_eq!(node.download(&cid), data);
     assert_eq!(node.json("/data")["content"][0]["manifest"]["blockSize"], 524_288);
 }
+
+#[test]
+fn protect_encodes_a_stored_dataset_into_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("a"), &[]);
+    let data = random(3 * 1024 * 1024 + 5, 21); // 49 blocks of 64 KiB
+    let cid = node.upload(&data);
+    let client = reqwest::blocking::Client::new();
+    let protect =
+        |cid: &str, query: &str| client.post(node.v1(&format!("/data/{cid}/protect{query}"))).send().unwrap();
+
+    let response = protect(&cid, "?k=3&m=2");
+    assert_eq!(response.status(), 201);
+    let item: serde_json::Value = response.json().unwrap();
+    let protected = item["cid"].as_str().unwrap().to_owned();
+    let manifest = &item["manifest"];
+    assert_eq!((manifest["ecK"].as_u64(), manifest["ecM"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(manifest["originalDatasetSize"].as_u64(), Some(data.len() as u64));
+    assert_eq!(manifest["datasetSize"].as_u64(), Some(85 * 65_536), "51 data and padding + 34 parity blocks");
+    assert_eq!(manifest["slotRoots"].as_array().unwrap().len(), 5);
+    assert!(manifest["verifyRoot"].as_str().unwrap().starts_with('z'));
+    assert_eq!(node.download(&protected), data);
+    assert_eq!(node.metric("datasets_protected_total"), 1);
+
+    // The protected dataset stands alone: deleting the original leaves it readable.
+    assert_eq!(client.delete(node.v1(&format!("/data/{cid}"))).send().unwrap().status(), 204);
+    assert_eq!(node.download(&protected), data);
+
+    let fresh = node.upload(&random(100_000, 22));
+    for (query, says) in [
+        ("?k=1&m=1", "K (data slots) must be at least 2"),
+        ("?k=2&m=3", "must not exceed K"),
+        ("?k=3", "query parameter m is required"),
+        ("?k=x&m=1", "k=x is not a whole number"),
+    ] {
+        let response = protect(&fresh, query);
+        assert_eq!(response.status(), 400, "{query}");
+        assert!(response.text().unwrap().contains(says), "{query}");
+    }
+    assert_eq!(protect(&protected, "?k=3&m=2").status(), 409, "already protected");
+}

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::dataset::{ReadError, UploadError};
+use crate::dataset::{ProtectError, ReadError, UploadError};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -66,6 +66,18 @@ impl From<UploadError> for ApiError {
                 ApiError::bad_request(format!("upload incomplete, nothing stored: {e}"))
             }
             UploadError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ProtectError> for ApiError {
+    fn from(e: ProtectError) -> ApiError {
+        match e {
+            ProtectError::NotFound(_) => ApiError::not_found(e.to_string()),
+            ProtectError::AlreadyProtected(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ProtectError::Params(_) | ProtectError::BlockSize(_) => ApiError::bad_request(e.to_string()),
+            ProtectError::Store(e) => e.into(),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

@@ -63,6 +63,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/data", get(routes::list_data).post(routes::upload))
         .route("/data/{cid}", get(routes::download).delete(routes::delete_data))
         .route("/data/{cid}/exists", get(routes::exists))
+        .route("/data/{cid}/protect", post(routes::protect))
         .route("/data/{cid}/network", post(routes::fetch_in_background))
         .route("/data/{cid}/network/stream", get(routes::network_stream))
         .route("/data/{cid}/network/manifest", get(routes::network_manifest))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -27,7 +27,8 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&
         .transpose()
 }
 
-/// `{treeCid, datasetSize, blockSize, protected, filename?, mimetype?}`
+/// `{treeCid, datasetSize, blockSize, protected, filename?, mimetype?}`, and for a protected
+/// dataset `ecK, ecM, originalTreeCid, originalDatasetSize, verifyRoot, slotRoots, cellSize`.
 pub fn manifest_json(m: &Manifest) -> Value {
     let mut v = json!({
         "treeCid": cid_to_string(&m.tree_cid),
@@ -35,6 +36,17 @@ pub fn manifest_json(m: &Manifest) -> Value {
         "blockSize": m.block_size_bytes,
         "protected": m.protected(),
     });
+    if let Some(erasure) = &m.erasure {
+        v["ecK"] = json!(erasure.ec_k);
+        v["ecM"] = json!(erasure.ec_m);
+        v["originalTreeCid"] = json!(cid_to_string(&erasure.original_tree_cid));
+        v["originalDatasetSize"] = json!(erasure.original_dataset_size_bytes);
+        if let Some(verification) = &erasure.verification {
+            v["verifyRoot"] = json!(cid_to_string(&verification.verify_root));
+            v["slotRoots"] = json!(verification.slot_roots.iter().map(cid_to_string).collect::<Vec<_>>());
+            v["cellSize"] = json!(verification.cell_size_bytes);
+        }
+    }
     if let Some(name) = &m.filename {
         v["filename"] = json!(name);
     }
@@ -114,7 +126,7 @@ pub async fn download(
 }
 
 fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let size = manifest.dataset_size_bytes;
+    let size = manifest.content_size_bytes();
     let request = match header_text(headers, header::RANGE)? {
         Some(value) => headers::range(value, size),
         None => RangeRequest::Whole,
@@ -210,7 +222,7 @@ pub async fn network_stream(
     }
     let (manifest, encoded) = fetcher(&s)?.manifest(cid).await?;
     let mut response = Response::builder()
-        .header(header::CONTENT_LENGTH, manifest.dataset_size_bytes)
+        .header(header::CONTENT_LENGTH, manifest.content_size_bytes())
         .header(header::CONTENT_TYPE, manifest.mimetype.as_deref().unwrap_or("application/octet-stream"));
     if let Some(name) = &manifest.filename
         && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
@@ -227,6 +239,30 @@ fn manifest_cid_param(text: &str) -> Result<Cid, ApiError> {
         return Err(ApiError::bad_request(format!("{text} is not a manifest (dataset) CID")));
     }
     Ok(cid)
+}
+
+/// `?k=..&m=..` of the protect route.
+#[derive(Debug, serde::Deserialize)]
+pub struct ProtectQuery {
+    k: Option<String>,
+    m: Option<String>,
+}
+
+/// Erasure-codes a stored dataset into K + M slots; answers with the protected dataset.
+pub async fn protect(
+    State(s): Shared,
+    Path(cid): Path<String>,
+    Query(query): Query<ProtectQuery>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let cid = manifest_cid_param(&cid)?;
+    let number = |name: &str, value: Option<String>| -> Result<u32, ApiError> {
+        let value =
+            value.ok_or_else(|| ApiError::bad_request(format!("query parameter {name} is required")))?;
+        value.parse().map_err(|_| ApiError::bad_request(format!("{name}={value} is not a whole number")))
+    };
+    let (k, m) = (number("k", query.k)?, number("m", query.m)?);
+    let dataset = s.datasets.protect(cid, k, m).await?;
+    Ok((StatusCode::CREATED, Json(data_item(&dataset))))
 }
 
 pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<StatusCode, ApiError> {

@@ -325,6 +325,7 @@ fn openapi_document_matches_the_router() {
     let served = [
         "/api/archivist/v1/data",
         "/api/archivist/v1/data/{cid}",
+        "/api/archivist/v1/data/{cid}/protect",
         "/api/archivist/v1/data/{cid}/exists",
         "/api/archivist/v1/data/{cid}/network",
         "/api/archivist/v1/data/{cid}/network/stream",

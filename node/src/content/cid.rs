@@ -8,6 +8,8 @@ use ::cid::multihash::Multihash;
 
 /// The multihash code of SHA2-256.
 pub const SHA2_256: u64 = 0x12;
+/// Archivist's multihash code of a Poseidon2 (BN254) sponge digest.
+pub const POSEIDON2_SPONGE: u64 = 0xcd10;
 
 /// Archivist's multicodecs, as used in CIDs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +49,22 @@ pub enum CidError {
 pub fn sha256_cid(codec: Codec, digest: &[u8; 32]) -> Cid {
     let hash = Multihash::<64>::wrap(SHA2_256, digest).expect("32 bytes fit a 64-byte multihash");
     Cid::new_v1(codec as u64, hash)
+}
+
+/// A CIDv1 with `codec` whose multihash is a Poseidon2 digest (a BN254 element, 32 bytes
+/// little-endian): how slot roots and the verification root are named.
+pub fn poseidon2_cid(codec: Codec, digest: &[u8; 32]) -> Cid {
+    let hash = Multihash::<64>::wrap(POSEIDON2_SPONGE, digest).expect("32 bytes fit a 64-byte multihash");
+    Cid::new_v1(codec as u64, hash)
+}
+
+/// The 32-byte Poseidon2 digest inside a CID, if it has one.
+pub fn poseidon2_digest_of(cid: &Cid) -> Option<[u8; 32]> {
+    let hash = cid.hash();
+    if hash.code() != POSEIDON2_SPONGE {
+        return None;
+    }
+    hash.digest().try_into().ok()
 }
 
 /// The CID of a block with SHA-256 `digest`.

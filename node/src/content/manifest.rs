@@ -86,6 +86,12 @@ impl Manifest {
         self.erasure.is_some()
     }
 
+    /// Bytes of the content a download returns: the original size of a protected dataset
+    /// (whose tree also holds padding and parity), else the dataset size.
+    pub fn content_size_bytes(&self) -> u64 {
+        self.erasure.as_ref().map_or(self.dataset_size_bytes, |e| e.original_dataset_size_bytes)
+    }
+
     /// Number of blocks in the dataset tree.
     pub fn blocks_count(&self) -> u64 {
         super::blocks_count(self.dataset_size_bytes, u64::from(self.block_size_bytes))

@@ -14,8 +14,8 @@ pub mod protobuf;
 pub use self::block::Block;
 pub use self::chunker::{Chunker, blocks_count};
 pub use self::cid::{
-    Cid, CidError, Codec, SHA2_256, block_cid, cid_to_string, digest_of, manifest_cid, parse_cid, sha256_cid,
-    tree_cid,
+    Cid, CidError, Codec, POSEIDON2_SPONGE, SHA2_256, block_cid, cid_to_string, digest_of, manifest_cid,
+    parse_cid, poseidon2_cid, poseidon2_digest_of, sha256_cid, tree_cid,
 };
 pub use self::manifest::{ErasureInfo, Manifest, ManifestError, VerificationInfo};
 

@@ -7,6 +7,7 @@
 //! quota, a dropped request) rolls the upload back; a crash is rolled back at the next open.
 
 mod network;
+mod protect;
 mod upload;
 
 use std::ops::Range;
@@ -16,11 +17,14 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::content::{Cid, Codec, Manifest, ManifestError, manifest_cid};
+use crate::erasure::{Coder, CodingError, Layout, Params};
 use crate::metrics::Metrics;
 use crate::runtime::Compute;
 use crate::store::{SharedStore, StoreError};
 
 pub use self::network::{FETCH_WINDOW_BLOCKS, FetchError, Fetcher};
+pub use self::protect::{PROTECT_BATCH_BYTES, ProtectError};
+use self::upload::PendingUpload;
 pub use self::upload::{UploadError, UploadMeta};
 
 /// Bytes hashed and written per store transaction during an upload.
@@ -129,20 +133,20 @@ impl Datasets {
         manifest: &Manifest,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
-        let size = manifest.dataset_size_bytes;
+        let size = manifest.content_size_bytes();
         let range = range.start.min(size)..range.end.min(size);
         let block = u64::from(manifest.block_size_bytes);
         let per_step = (DOWNLOAD_BATCH_BYTES as u64 / block).max(1);
         let (tx, rx) = tokio::sync::mpsc::channel(DOWNLOAD_READ_AHEAD);
         let store = self.store.clone();
-        let tree = manifest.tree_cid;
+        let manifest = manifest.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let mut index = range.start / block;
             let end_index = range.end.div_ceil(block);
             while index < end_index {
                 let count = per_step.min(end_index - index);
-                let step = match store.get_tree_blocks(tree, index, count).await {
+                let step = match read_blocks(&store, &manifest, index, count, &metrics).await {
                     Ok(blocks) => blocks,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -164,6 +168,100 @@ impl Datasets {
         });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
+}
+
+/// Blocks `index..index + count` of a dataset's tree, verified. A block of a protected dataset
+/// that is missing here or corrupt is rebuilt from the other blocks of its column.
+async fn read_blocks(
+    store: &SharedStore,
+    manifest: &Manifest,
+    index: u64,
+    count: u64,
+    metrics: &Metrics,
+) -> Result<Vec<Bytes>, StoreError> {
+    let tree = manifest.tree_cid;
+    match store.get_tree_blocks(tree, index, count).await {
+        Err(e) if manifest.protected() && recoverable(&e) => {
+            let mut blocks = Vec::with_capacity(count as usize);
+            for i in index..index + count {
+                blocks.push(match store.get_tree_blocks(tree, i, 1).await {
+                    Ok(mut one) => one.remove(0),
+                    Err(e) if recoverable(&e) => {
+                        let block = recover_block(store, manifest, i).await.map_err(|_| e)?;
+                        metrics.blocks_recovered.inc();
+                        block
+                    }
+                    Err(e) => return Err(e),
+                });
+            }
+            Ok(blocks)
+        }
+        result => result,
+    }
+}
+
+/// Whether erasure decoding may stand in for a block the store failed to give.
+fn recoverable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Corrupt(_) | StoreError::MissingLeaf { .. })
+}
+
+/// Rebuilds block `index` of a protected dataset from the blocks of its column held here.
+pub(crate) async fn recover_block(
+    store: &SharedStore,
+    manifest: &Manifest,
+    index: u64,
+) -> Result<Bytes, RecoverError> {
+    let layout = erasure_layout(manifest)?;
+    let block_size = manifest.block_size_bytes as usize;
+    let step = layout.step_of(index);
+    let mut column = Vec::with_capacity(layout.params.slots() as usize);
+    for row_index in layout.column(step) {
+        column.push(if layout.is_padding(row_index) {
+            Some(vec![0u8; block_size])
+        } else if row_index == index {
+            None
+        } else {
+            match store.get_tree_blocks(manifest.tree_cid, row_index, 1).await {
+                Ok(mut one) => Some(one.remove(0).to_vec()),
+                Err(_) => None,
+            }
+        });
+    }
+    let mut coder = Coder::new(layout.params, block_size)?;
+    coder.reconstruct(&mut column)?;
+    let row = layout.slot_of(index) as usize;
+    Ok(Bytes::from(column[row].take().expect("reconstructed")))
+}
+
+/// Why a block of a protected dataset could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("the manifest's erasure parameters are invalid: {0}")]
+    BadParams(String),
+    #[error(transparent)]
+    Coding(#[from] CodingError),
+}
+
+/// The erasure layout a protected manifest describes, checked against its tree size.
+pub fn erasure_layout(manifest: &Manifest) -> Result<Layout, RecoverError> {
+    let erasure = manifest.erasure.as_ref().ok_or_else(|| RecoverError::BadParams("not protected".into()))?;
+    let params =
+        Params::new(erasure.ec_k, erasure.ec_m).map_err(|e| RecoverError::BadParams(e.to_string()))?;
+    let blocks = crate::content::blocks_count(
+        erasure.original_dataset_size_bytes,
+        u64::from(manifest.block_size_bytes),
+    );
+    let layout = Layout::new(params, blocks);
+    if layout.total != manifest.blocks_count() {
+        return Err(RecoverError::BadParams(format!(
+            "{} blocks in the tree where K={}, M={} over {blocks} blocks make {}",
+            manifest.blocks_count(),
+            erasure.ec_k,
+            erasure.ec_m,
+            layout.total
+        )));
+    }
+    Ok(layout)
 }
 
 fn decode_dataset(cid: Cid, encoded: &[u8]) -> Result<Dataset, ReadError> {

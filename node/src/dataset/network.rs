@@ -226,13 +226,15 @@ impl Fetcher {
                     other => unreachable!("leaf wants yield leaf outcomes: {other:?}"),
                 }
                 while let Some(entry) = arrived.remove(&next_emit) {
-                    let end = ((next_emit + 1) * block_size).min(manifest.dataset_size_bytes);
+                    // A protected dataset's tree goes on past its content (padding, parity):
+                    // all of it is stored, only the content is streamed.
+                    let end = ((next_emit + 1) * block_size).min(manifest.content_size_bytes());
                     let piece =
                         entry.0.data().slice(0..(end.saturating_sub(next_emit * block_size)) as usize);
                     self.datasets.metrics().download_bytes.inc_by(piece.len() as u64);
                     batch.push(entry);
                     next_emit += 1;
-                    if out.send(Ok(piece)).await.is_err() {
+                    if !piece.is_empty() && out.send(Ok(piece)).await.is_err() {
                         self.exchange
                             .cancel(
                                 (next_emit..next_want)

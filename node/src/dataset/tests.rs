@@ -146,3 +146,115 @@ async fn blocks_are_verified_leaves() {
         assert!(d.exists(leaf.block_cid).await.unwrap());
     }
 }
+
+mod protect {
+    use super::*;
+    use crate::erasure::{Layout, Params, ParamsError};
+    use crate::merkle::poseidon2::{self, CELL_SIZE_BYTES, SlotTree};
+    use crate::store::{BlockStore, KvEngine, KvStore, MemEngine, Table};
+
+    /// A dataset service whose store can be damaged underneath.
+    fn damageable() -> (Datasets, Arc<KvStore<MemEngine>>) {
+        let store = Arc::new(KvStore::new(MemEngine::default(), 1 << 30, Compute::Inline));
+        let d = Datasets::new(store.clone(), Compute::Inline, B, Arc::new(Metrics::new()));
+        (d, store)
+    }
+
+    fn damage(store: &KvStore<MemEngine>, block: &Cid, rot: bool) {
+        store
+            .engine()
+            .write(|w| {
+                if rot {
+                    w.put(Table::Blocks, &block.to_bytes(), b"rotten")
+                } else {
+                    w.delete(Table::Blocks, &block.to_bytes()).map(|_| ())
+                }
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn protected_dataset_reads_back_and_carries_its_slots() {
+        let (d, store) = damageable();
+        let input = data(10 * B + 77, 3); // 11 blocks: K = 3 rounds them to 12
+        let original = d.upload(body(&input, 5000), UploadMeta::default()).await.unwrap();
+        let protected = d.protect(original.cid, 3, 2).await.unwrap();
+        let m = &protected.manifest;
+        let erasure = m.erasure.as_ref().unwrap();
+        assert_eq!((erasure.ec_k, erasure.ec_m), (3, 2));
+        assert_eq!(erasure.original_tree_cid, original.manifest.tree_cid);
+        assert_eq!(erasure.original_dataset_size_bytes, input.len() as u64);
+        assert_eq!(m.blocks_count(), 20, "12 data and padding blocks, 8 parity");
+        assert_eq!(m.content_size_bytes(), input.len() as u64);
+        assert_eq!(read_all(&d, m, 0..u64::MAX).await, input);
+        assert_eq!(read_all(&d, m, 100..(5 * B as u64)).await, &input[100..5 * B]);
+
+        // Each slot root is the slot tree of the slot's blocks as stored (padding: empty blocks).
+        let layout = Layout::new(Params::new(3, 2).unwrap(), 11);
+        let verification = erasure.verification.as_ref().unwrap();
+        assert_eq!(verification.slot_roots.len(), 5);
+        assert_eq!(verification.cell_size_bytes, CELL_SIZE_BYTES as u32);
+        for (slot, root) in verification.slot_roots.iter().enumerate() {
+            let range = layout.slot_blocks(slot as u32);
+            let blocks: Vec<Bytes> =
+                store.get_tree_blocks(m.tree_cid, range.start, layout.steps).await.unwrap();
+            let padded: Vec<Vec<u8>> =
+                blocks.iter().map(|b| if b.is_empty() { vec![0; B] } else { b.to_vec() }).collect();
+            let tree = SlotTree::build(padded.iter().map(Vec::as_slice), B, CELL_SIZE_BYTES);
+            assert_eq!(crate::content::poseidon2_digest_of(root), Some(poseidon2::to_bytes(&tree.root())));
+        }
+        // Same dataset and parameters: same protected dataset.
+        assert_eq!(d.protect(original.cid, 3, 2).await.unwrap().cid, protected.cid);
+    }
+
+    #[tokio::test]
+    async fn lost_and_rotten_blocks_are_rebuilt_on_read() {
+        let (d, store) = damageable();
+        let input = data(9 * B, 4);
+        let original = d.upload(body(&input, 4096), UploadMeta::default()).await.unwrap();
+        let protected = d.protect(original.cid, 3, 2).await.unwrap();
+        // The original is deleted: only the protected dataset holds the blocks now.
+        d.delete(original.cid).await.unwrap();
+        let m = &protected.manifest;
+        let layout = Layout::new(Params::new(3, 2).unwrap(), 9); // 3 steps
+        let cid_at = |i: u64| {
+            let store = store.clone();
+            async move { store.get_leaf(m.tree_cid, i).await.unwrap().unwrap().block_cid }
+        };
+        // Two blocks of column 0 (one data, one parity) and one of column 1: at most M per column.
+        damage(&store, &cid_at(layout.index(0, 0)).await, true);
+        damage(&store, &cid_at(layout.index(0, 4)).await, false);
+        damage(&store, &cid_at(layout.index(1, 2)).await, false);
+        assert_eq!(read_all(&d, m, 0..u64::MAX).await, input);
+        assert_eq!(d.metrics().blocks_recovered.get(), 2, "the data blocks of steps 0 and 1");
+
+        // A third loss in column 0 is beyond M: the read fails, it never returns wrong bytes.
+        damage(&store, &cid_at(layout.index(0, 1)).await, false);
+        let result: Result<Vec<Bytes>, StoreError> = d.read(m, 0..u64::MAX).try_collect().await;
+        assert!(matches!(result, Err(StoreError::Corrupt(_) | StoreError::MissingLeaf { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_parameters_and_twice_protected_data() {
+        let d = datasets(1 << 30);
+        let dataset = d.upload(body(&data(3 * B, 5), 4096), UploadMeta::default()).await.unwrap();
+        assert!(matches!(
+            d.protect(dataset.cid, 1, 1).await,
+            Err(ProtectError::Params(ParamsError::KTooSmall(1)))
+        ));
+        assert!(matches!(
+            d.protect(dataset.cid, 2, 3).await,
+            Err(ProtectError::Params(ParamsError::MoreParityThanData { .. }))
+        ));
+        let protected = d.protect(dataset.cid, 2, 1).await.unwrap();
+        assert!(matches!(d.protect(protected.cid, 2, 1).await, Err(ProtectError::AlreadyProtected(_))));
+        let unknown = crate::content::manifest_cid(b"nothing");
+        assert!(matches!(d.protect(unknown, 2, 1).await, Err(ProtectError::NotFound(_))));
+        assert_eq!(d.list().await.unwrap().len(), 2);
+
+        let odd = Datasets::new(store::memory(1 << 30), Compute::Inline, 6000, Arc::new(Metrics::new()));
+        let dataset = odd.upload(body(&data(10_000, 6), 4096), UploadMeta::default()).await.unwrap();
+        assert!(matches!(odd.protect(dataset.cid, 2, 1).await, Err(ProtectError::BlockSize(6000))));
+        assert_eq!(odd.list().await.unwrap().len(), 1, "nothing new listed");
+    }
+}

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::{Dataset, Datasets};
-use crate::content::{Block, Chunker, Manifest, block_cid, manifest_cid, tree_cid};
+use crate::content::{Block, Chunker, Cid, Manifest, block_cid, manifest_cid, tree_cid};
 use crate::merkle::{Digest, MerkleTree};
 use crate::store::{LeafEntry, SharedStore, StoreError, UploadId};
 
@@ -34,14 +34,14 @@ pub enum UploadError {
 }
 
 /// Rolls an upload back if it is dropped before it commits (a cancelled request).
-struct PendingUpload {
-    store: SharedStore,
-    id: UploadId,
-    armed: bool,
+pub(super) struct PendingUpload {
+    pub(super) store: SharedStore,
+    pub(super) id: UploadId,
+    pub(super) armed: bool,
 }
 
 impl PendingUpload {
-    async fn abort(mut self) {
+    pub(super) async fn abort(mut self) {
         self.armed = false;
         if let Err(e) = self.store.abort_upload(self.id).await {
             tracing::error!(upload = self.id, error = %e, "rolling back an upload failed; it is rolled back at the next start");
@@ -164,6 +164,19 @@ impl Datasets {
         meta: UploadMeta,
     ) -> Result<Dataset, UploadError> {
         let leaves = std::mem::take(&mut pipeline.leaves);
+        let tree_id = self.store_tree(pipeline.upload, leaves).await?;
+        let mut manifest = Manifest::new(tree_id, self.block_size_bytes as u32, size_bytes);
+        manifest.filename = meta.filename;
+        manifest.mimetype = meta.mimetype;
+        let encoded = manifest.encode();
+        let cid = manifest_cid(&encoded);
+        self.store.commit_upload(pipeline.upload, cid, Bytes::from(encoded)).await?;
+        Ok(Dataset { cid, manifest })
+    }
+
+    /// Builds the dataset tree over `leaves` and stores its leaves and proofs for `upload`;
+    /// returns the tree's CID.
+    pub(super) async fn store_tree(&self, upload: UploadId, leaves: Vec<Digest>) -> Result<Cid, StoreError> {
         let tree = self
             .compute
             .run(move || MerkleTree::build(leaves).expect("a dataset has at least one block"))
@@ -183,15 +196,9 @@ impl Datasets {
                         .collect::<Vec<_>>()
                 })
                 .await;
-            self.store.put_tree_leaves(pipeline.upload, tree_id, first, entries).await?;
+            self.store.put_tree_leaves(upload, tree_id, first, entries).await?;
             first = end;
         }
-        let mut manifest = Manifest::new(tree_id, self.block_size_bytes as u32, size_bytes);
-        manifest.filename = meta.filename;
-        manifest.mimetype = meta.mimetype;
-        let encoded = manifest.encode();
-        let cid = manifest_cid(&encoded);
-        self.store.commit_upload(pipeline.upload, cid, Bytes::from(encoded)).await?;
-        Ok(Dataset { cid, manifest })
+        Ok(tree_id)
     }
 }

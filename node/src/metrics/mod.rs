@@ -37,6 +37,8 @@ pub struct Metrics {
     pub download_bytes: Counter,
     pub uploads_completed: Counter,
     pub uploads_failed: Counter,
+    pub datasets_protected: Counter,
+    pub blocks_recovered: Counter,
     pub blocks_sent: Counter,
     pub blocks_received: Counter,
     pub block_bytes_sent: Counter,
@@ -67,6 +69,8 @@ impl Metrics {
         let download_bytes = Counter::default();
         let uploads_completed = Counter::default();
         let uploads_failed = Counter::default();
+        let datasets_protected = Counter::default();
+        let blocks_recovered = Counter::default();
         let blocks_sent = Counter::default();
         let blocks_received = Counter::default();
         let block_bytes_sent = Counter::default();
@@ -90,6 +94,16 @@ impl Metrics {
             "uploads_failed",
             "Uploads rolled back (bad input, quota, disconnect)",
             uploads_failed.clone(),
+        );
+        registry.register(
+            "datasets_protected",
+            "Datasets erasure-coded into slots here",
+            datasets_protected.clone(),
+        );
+        registry.register(
+            "blocks_recovered",
+            "Blocks of protected datasets rebuilt by erasure decoding (missing or corrupt)",
+            blocks_recovered.clone(),
         );
         registry.register("blocks_sent", "Blocks sent to peers", blocks_sent.clone());
         registry.register("blocks_received", "Verified blocks received from peers", blocks_received.clone());
@@ -119,6 +133,8 @@ impl Metrics {
             download_bytes,
             uploads_completed,
             uploads_failed,
+            datasets_protected,
+            blocks_recovered,
         }
     }
 

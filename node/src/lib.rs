@@ -14,8 +14,9 @@
 //! | discovery | [`discovery::Discovery`] | Kademlia | modeled DHT |
 //!
 //! Modules, one concern each: [`content`] (CIDs, chunker, manifest), [`merkle`] (dataset
-//! trees and proofs), [`store`] (the block store port and its adapters), [`dataset`] (storing
-//! a byte stream as a dataset and reading it back), [`metrics`], [`config`]; and, with the
+//! trees and proofs, Poseidon2 slot trees), [`erasure`] (Reed-Solomon over blocks), [`store`]
+//! (the block store port and its adapters), [`dataset`] (storing a byte stream as a dataset,
+//! protecting it, reading it back), [`metrics`], [`config`]; and, with the
 //! `production` feature, [`api`] (REST), [`cli`] and [`identity`].
 
 pub mod config;

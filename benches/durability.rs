@@ -113,11 +113,7 @@ fn ec_decode(c: &mut Criterion) {
                 let rs = ReedSolomon::new(k, m).unwrap();
                 b.iter(|| {
                     for column in &full {
-                        let mut shards: Vec<Option<Vec<u8>>> = column
-                            .iter()
-                            .enumerate()
-                            .map(|(row, shard)| (row >= m).then(|| shard.clone()))
-                            .collect();
+                        let mut shards = lose_first(column, m);
                         rs.reconstruct_data(&mut shards).unwrap();
                         std::hint::black_box(&shards);
                     }
@@ -126,11 +122,7 @@ fn ec_decode(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("coder", &shape), |b| {
                 b.iter(|| {
                     for column in &full {
-                        let mut shards: Vec<Option<Vec<u8>>> = column
-                            .iter()
-                            .enumerate()
-                            .map(|(row, shard)| (row >= m).then(|| shard.clone()))
-                            .collect();
+                        let mut shards = lose_first(column, m);
                         coder.reconstruct(&mut shards).unwrap();
                         std::hint::black_box(&shards);
                     }
@@ -139,6 +131,11 @@ fn ec_decode(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// A column with its first `m` blocks lost.
+fn lose_first(column: &[Vec<u8>], m: usize) -> Vec<Option<Vec<u8>>> {
+    column.iter().enumerate().map(|(row, shard)| (row >= m).then(|| shard.clone())).collect()
 }
 
 fn poseidon2(c: &mut Criterion) {

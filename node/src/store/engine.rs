@@ -3,12 +3,15 @@
 //!
 //! Ownership of block references (each reference is one count in `Refs`):
 //! - a pending upload holds one reference per block it wrote (`Pending` entries);
-//! - a tree holds one reference per leaf while at least one manifest names it.
+//! - a listed record holds one reference per leaf it covers: a dataset (`Manifests`) all the
+//!   leaves of its tree, a held slot (`Slots`) the leaves of its slot.
 //!
-//! Committing the first manifest of a tree hands the upload's references to the tree; any
-//! later commit of the same tree releases the upload's own. Deleting the last manifest of a
-//! tree releases the tree's. A tree record also counts its *writers* (pending uploads writing
-//! its leaves) so an aborted upload never deletes leaves another upload is about to commit.
+//! Committing a record hands the upload's references to it; committing a record that is already
+//! listed releases them instead. Deleting a record releases its own. A tree record counts the
+//! records naming the tree (leaf entries go when none is left) and its *writers* (pending uploads
+//! writing its leaves), so an aborted upload never deletes leaves another upload is about to
+//! commit. Records over the same tree may overlap (a dataset and one of its slots): each holds
+//! its own references, so either can go without the other losing a block.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::kv::{KvEngine, KvRead, KvWrite, Table};
-use super::{BlockStore, Committed, LeafEntry, Recovery, Space, StoreError, UploadId};
+use super::{BlockStore, Committed, HeldSlot, LeafEntry, Recovery, Space, StoreError, UploadId};
 use crate::content::{Block, Cid, Manifest, cid_to_string};
 use crate::merkle::MerkleProof;
 use crate::runtime::Compute;
@@ -305,8 +308,7 @@ fn commit_upload(
 
     let mut tree_record = TreeRecord::load(w, &tree)?;
     let already_listed = w.get(Table::Manifests, &manifest_cid.to_bytes())?.is_some();
-    let tree_takes_refs = tree_record.manifests == 0;
-    drop_pending(w, upload, &record, !tree_takes_refs)?;
+    drop_pending(w, upload, &record, already_listed)?;
     tree_record.writers -= 1;
     if !already_listed {
         tree_record.manifests += 1;
@@ -335,18 +337,79 @@ fn delete_dataset(w: &mut dyn KvWrite, manifest_cid: &Cid) -> Result<bool, Store
     let manifest = Manifest::decode(&encoded)
         .map_err(|e| StoreError::Backend(format!("stored manifest unreadable: {e}")))?;
     w.delete(Table::Manifests, &key)?;
-    let tree = manifest.tree_cid;
-    let mut tree_record = TreeRecord::load(w, &tree)?;
+    release_record(w, &manifest.tree_cid, 0..manifest.blocks_count())?;
+    Ok(true)
+}
+
+/// Releases the references a record held on leaves `leaves` of `tree`, and the record's count
+/// in the tree record.
+fn release_record(w: &mut dyn KvWrite, tree: &Cid, leaves: std::ops::Range<u64>) -> Result<(), StoreError> {
+    let tree_key = tree.to_bytes();
+    for index in leaves {
+        let leaf = w.get(Table::Leaves, &indexed_key(&tree_key, index))?;
+        let leaf = decode_leaf(&leaf.ok_or_else(|| missing_leaf(tree, index))?)?;
+        release_ref(w, &leaf.block_cid.to_bytes())?;
+    }
+    let mut tree_record = TreeRecord::load(w, tree)?;
     tree_record.manifests -= 1;
-    if tree_record.manifests == 0 {
-        let tree_key = tree.to_bytes();
-        for index in 0..tree_record.leaves_count {
-            let leaf = w.get(Table::Leaves, &indexed_key(&tree_key, index))?;
-            let leaf = decode_leaf(&leaf.ok_or_else(|| missing_leaf(&tree, index))?)?;
-            release_ref(w, &leaf.block_cid.to_bytes())?;
-        }
+    tree_record.save(w, tree)
+}
+
+fn slot_key(manifest_cid: &Cid, slot: u32) -> Vec<u8> {
+    let mut key = manifest_cid.to_bytes();
+    key.extend_from_slice(&slot.to_be_bytes());
+    key
+}
+
+fn commit_slot(w: &mut dyn KvWrite, upload: UploadId, slot: &HeldSlot) -> Result<Committed, StoreError> {
+    let record = load_upload(w, upload)?;
+    let decoded = Manifest::decode(&slot.manifest)
+        .map_err(|e| StoreError::Backend(format!("committing a slot of a bad manifest: {e}")))?;
+    let tree = record.tree.expect("a slot commits only after writing its leaves");
+    assert_eq!(decoded.tree_cid, tree, "manifest names another tree");
+    assert!(record.leaves_count >= slot.leaves.end, "slot leaves not all written");
+    let key = slot_key(&slot.manifest_cid, slot.slot);
+    let already_held = w.get(Table::Slots, &key)?.is_some();
+    drop_pending(w, upload, &record, already_held)?;
+    let mut tree_record = TreeRecord::load(w, &tree)?;
+    tree_record.writers -= 1;
+    if !already_held {
+        tree_record.manifests += 1;
+        let mut value = Vec::with_capacity(16 + slot.manifest.len());
+        value.extend_from_slice(&slot.leaves.start.to_le_bytes());
+        value.extend_from_slice(&slot.leaves.end.to_le_bytes());
+        value.extend_from_slice(&slot.manifest);
+        w.put(Table::Slots, &key, &value)?;
     }
     tree_record.save(w, &tree)?;
+    Ok(if already_held { Committed::AlreadyStored } else { Committed::New })
+}
+
+fn decode_slot(key: &[u8], value: &[u8]) -> Result<HeldSlot, StoreError> {
+    let bad = || StoreError::Backend("malformed slot record".into());
+    if key.len() < 4 || value.len() < 16 {
+        return Err(bad());
+    }
+    let (cid, slot) = key.split_at(key.len() - 4);
+    let field = |i: usize| u64::from_le_bytes(value[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Ok(HeldSlot {
+        manifest_cid: Cid::try_from(cid).map_err(|_| bad())?,
+        slot: u32::from_be_bytes(slot.try_into().expect("4 bytes")),
+        leaves: field(0)..field(1),
+        manifest: Bytes::copy_from_slice(&value[16..]),
+    })
+}
+
+fn delete_slot(w: &mut dyn KvWrite, manifest_cid: &Cid, slot: u32) -> Result<bool, StoreError> {
+    let key = slot_key(manifest_cid, slot);
+    let Some(value) = w.get(Table::Slots, &key)? else {
+        return Ok(false);
+    };
+    let held = decode_slot(&key, &value)?;
+    let manifest = Manifest::decode(&held.manifest)
+        .map_err(|e| StoreError::Backend(format!("stored slot manifest unreadable: {e}")))?;
+    w.delete(Table::Slots, &key)?;
+    release_record(w, &manifest.tree_cid, held.leaves)?;
     Ok(true)
 }
 
@@ -463,6 +526,35 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
 
     async fn delete_dataset(&self, manifest_cid: Cid) -> Result<bool, StoreError> {
         self.run(move |e, _| e.write(|w| delete_dataset(w, &manifest_cid))).await
+    }
+
+    async fn commit_slot(&self, upload: UploadId, slot: HeldSlot) -> Result<Committed, StoreError> {
+        self.run(move |e, _| e.write(|w| commit_slot(w, upload, &slot))).await
+    }
+
+    async fn delete_slot(&self, manifest_cid: Cid, slot: u32) -> Result<bool, StoreError> {
+        self.run(move |e, _| e.write(|w| delete_slot(w, &manifest_cid, slot))).await
+    }
+
+    async fn list_slots(&self) -> Result<Vec<HeldSlot>, StoreError> {
+        self.run(|e, _| {
+            e.read(|r| {
+                let mut out = Vec::new();
+                let mut error = None;
+                r.scan(Table::Slots, &[], &mut |key, value| match decode_slot(key, value) {
+                    Ok(slot) => {
+                        out.push(slot);
+                        true
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        false
+                    }
+                })?;
+                error.map_or(Ok(out), Err)
+            })
+        })
+        .await
     }
 
     async fn get_block(&self, cid: Cid) -> Result<Option<Bytes>, StoreError> {

@@ -21,10 +21,12 @@ pub enum Table {
     Pending,
     /// name → u64 LE counters (used bytes, blocks, next upload id, ...)
     Meta,
+    /// manifest CID ‖ slot (u32 BE) → first leaf (u64 LE) ‖ leaf count (u64 LE) ‖ encoded manifest
+    Slots,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Blocks,
         Table::Refs,
         Table::Leaves,
@@ -33,6 +35,7 @@ impl Table {
         Table::Uploads,
         Table::Pending,
         Table::Meta,
+        Table::Slots,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Table {
             Table::Uploads => "uploads",
             Table::Pending => "pending",
             Table::Meta => "meta",
+            Table::Slots => "slots",
         }
     }
 }

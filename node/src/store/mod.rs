@@ -140,6 +140,14 @@ pub trait BlockStore: Send + Sync + 'static {
     /// Removes a dataset; its blocks go when no other dataset uses them. `false` if unknown.
     async fn delete_dataset(&self, manifest_cid: Cid) -> Result<bool, StoreError>;
 
+    /// Lists a slot held here: hands the upload's blocks and leaves (those of the slot's range of
+    /// the protected dataset's tree) to the slot record, atomically.
+    async fn commit_slot(&self, upload: UploadId, slot: HeldSlot) -> Result<Committed, StoreError>;
+    /// Drops a held slot; its blocks go when nothing else uses them. `false` if not held.
+    async fn delete_slot(&self, manifest_cid: Cid, slot: u32) -> Result<bool, StoreError>;
+    /// Every slot held here, by manifest CID and slot index.
+    async fn list_slots(&self) -> Result<Vec<HeldSlot>, StoreError>;
+
     /// A block's bytes, verified against its CID.
     async fn get_block(&self, cid: Cid) -> Result<Option<Bytes>, StoreError>;
     async fn has_block(&self, cid: Cid) -> Result<bool, StoreError>;
@@ -156,6 +164,17 @@ pub trait BlockStore: Send + Sync + 'static {
     async fn tree_presence(&self, tree: Cid, count: u64) -> Result<Vec<bool>, StoreError>;
 
     async fn space(&self) -> Result<Space, StoreError>;
+}
+
+/// A slot of a protected dataset held by this node: its leaves of the dataset's tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldSlot {
+    pub manifest_cid: Cid,
+    pub slot: u32,
+    /// The leaves of the protected tree the slot covers.
+    pub leaves: std::ops::Range<u64>,
+    /// The encoded manifest of the protected dataset.
+    pub manifest: Bytes,
 }
 
 /// A shared handle to a store.

@@ -114,7 +114,8 @@ suite!(
     shared_blocks_counted_once,
     crash_before_commit_is_rolled_back,
     aborted_writer_keeps_a_sibling_tree,
-    detects_corruption_on_read
+    detects_corruption_on_read,
+    slots_hold_their_own_references
 );
 
 async fn commit_lists_and_reads(h: impl Harness) {
@@ -232,4 +233,52 @@ async fn detects_corruption_on_read(h: impl Harness) {
     assert!(store.get_block(*bs[0].cid()).await.unwrap().is_some());
     assert!(matches!(store.get_block(*bs[1].cid()).await, Err(StoreError::Corrupt(_))));
     assert!(matches!(store.get_tree_blocks(tree, 0, 2).await, Err(StoreError::Corrupt(_))));
+}
+
+/// Writes leaves `range` of the tree over `all` as a slot of `manifest_cid`, and commits it.
+async fn hold_slot(
+    store: &SharedStore,
+    all: &[Block],
+    manifest_cid: Cid,
+    slot: u32,
+    range: std::ops::Range<u64>,
+) -> Committed {
+    let id = store.begin_upload().await.unwrap();
+    let part = all[range.start as usize..range.end as usize].to_vec();
+    store.put_upload_blocks(id, range.start, part).await.unwrap();
+    let tree = MerkleTree::build(all.iter().map(|b| *b.digest()).collect()).unwrap();
+    let leaves = range
+        .clone()
+        .map(|i| LeafEntry { block_cid: block_cid(&tree.leaf(i)), proof: tree.proof(i) })
+        .collect();
+    store.put_tree_leaves(id, tree_cid(&tree.root()), range.start, leaves).await.unwrap();
+    let manifest = store_manifest(all, "protected");
+    store.commit_slot(id, HeldSlot { manifest_cid, slot, leaves: range, manifest }).await.unwrap()
+}
+
+async fn slots_hold_their_own_references(h: impl Harness) {
+    let store = h.store();
+    let bs = blocks(40, 8);
+    let (_, cid) = upload(&store, &bs, "protected", true).await;
+    let tree = Manifest::decode(&store.get_manifest(cid).await.unwrap().unwrap()).unwrap().tree_cid;
+    assert_eq!(hold_slot(&store, &bs, cid, 1, 2..4).await, Committed::New);
+    assert_eq!(hold_slot(&store, &bs, cid, 1, 2..4).await, Committed::AlreadyStored);
+    let held = store.list_slots().await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].manifest_cid, held[0].slot, held[0].leaves.clone()), (cid, 1, 2..4));
+
+    // The dataset goes; the slot keeps its two blocks and their leaves.
+    assert!(store.delete_dataset(cid).await.unwrap());
+    assert_eq!(used(&store).await, 2 * 1024);
+    assert_eq!(store.get_tree_blocks(tree, 2, 2).await.unwrap().len(), 2);
+    assert!(store.get_leaf(tree, 3).await.unwrap().is_some());
+    assert!(store.get_block(*bs[0].cid()).await.unwrap().is_none());
+    assert!(matches!(store.get_tree_blocks(tree, 0, 1).await, Err(StoreError::MissingLeaf { .. })));
+
+    // The slot goes: nothing is left.
+    assert!(store.delete_slot(cid, 1).await.unwrap());
+    assert!(!store.delete_slot(cid, 1).await.unwrap());
+    assert_eq!(used(&store).await, 0);
+    assert!(store.get_leaf(tree, 3).await.unwrap().is_none());
+    assert!(store.list_slots().await.unwrap().is_empty());
 }

@@ -36,6 +36,7 @@ async fn node(bootstrap: Vec<String>) -> Node {
             ..P2pConfig::default()
         },
         engine: EngineConfig::default(),
+        durability: neverust::durability::DurabilityConfig::default(),
     };
     let services =
         Services::start(store, Keypair::generate_ed25519(), config, Arc::new(Metrics::new())).await.unwrap();

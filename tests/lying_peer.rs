@@ -30,6 +30,7 @@ async fn services(store: SharedStore, bootstrap: Vec<String>) -> Services {
             ..P2pConfig::default()
         },
         engine: EngineConfig { want_timeout: Duration::from_secs(5), ..EngineConfig::default() },
+        durability: neverust::durability::DurabilityConfig::default(),
     };
     let services =
         Services::start(store, Keypair::generate_ed25519(), config, Arc::new(Metrics::new())).await.unwrap();

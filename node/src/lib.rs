@@ -23,6 +23,7 @@ pub mod config;
 pub mod content;
 pub mod dataset;
 pub mod discovery;
+pub mod durability;
 pub mod erasure;
 pub mod exchange;
 pub mod merkle;

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use crate::dataset::{Datasets, Fetcher};
 use crate::discovery::{Discovery, PeerRecord};
+use crate::durability::{Durability, DurabilityConfig};
 use crate::exchange::{EngineConfig, Exchange};
 use crate::metrics::Metrics;
 use crate::net::Network;
-use crate::runtime::Compute;
+use crate::runtime::{Compute, NodeRng};
 use crate::store::{Recovery, SharedStore, StoreError};
 
 /// How often stored datasets are announced again, so that provider records lost with
@@ -34,6 +35,9 @@ pub struct NodeConfig {
     pub compute: Compute,
     /// Peers to dial whenever this node has no peer at all (at start, after an outage).
     pub bootstrap: Vec<PeerRecord>,
+    /// Seeds every random choice of the node logic.
+    pub seed: u64,
+    pub durability: DurabilityConfig,
 }
 
 /// A running node's services.
@@ -41,6 +45,7 @@ pub struct NodeConfig {
 pub struct Node {
     pub datasets: Datasets,
     pub fetcher: Fetcher,
+    pub durability: Durability,
 }
 
 impl Node {
@@ -60,8 +65,18 @@ impl Node {
     ) -> Result<(Node, Recovery), StoreError> {
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
-        let exchange = Exchange::start(network.clone(), store, config.engine, metrics);
-        let fetcher = Fetcher::new(datasets.clone(), exchange, network.clone(), discovery);
+        let exchange = Exchange::start(network.clone(), store, config.engine, metrics.clone());
+        let fetcher = Fetcher::new(datasets.clone(), exchange.clone(), network.clone(), discovery);
+        let mut rng = NodeRng::from_seed(config.seed);
+        let durability = Durability::start(
+            datasets.clone(),
+            fetcher.clone(),
+            exchange,
+            network.clone(),
+            rng.child(),
+            config.durability,
+            metrics,
+        );
         if !config.bootstrap.is_empty() {
             let bootstrap = config.bootstrap.clone();
             tokio::spawn(async move {
@@ -111,6 +126,6 @@ impl Node {
                 retry = (retry * 2).min(interval);
             }
         });
-        Ok((Node { datasets, fetcher }, recovery))
+        Ok((Node { datasets, fetcher, durability }, recovery))
     }
 }

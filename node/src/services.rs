@@ -8,6 +8,7 @@ use libp2p::identity::Keypair;
 
 use crate::dataset::{Datasets, Fetcher};
 use crate::discovery::PeerRecord;
+use crate::durability::{Durability, DurabilityConfig};
 use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
@@ -21,6 +22,7 @@ pub struct Services {
     pub datasets: Datasets,
     pub network: Arc<P2pNetwork>,
     pub fetcher: Fetcher,
+    pub durability: Durability,
     /// What opening the store rolled back.
     pub recovery: Recovery,
 }
@@ -40,6 +42,7 @@ pub struct ServicesConfig {
     pub block_size_bytes: usize,
     pub p2p: P2pConfig,
     pub engine: EngineConfig,
+    pub durability: DurabilityConfig,
 }
 
 impl Services {
@@ -71,9 +74,11 @@ impl Services {
             readvertise_interval: READVERTISE_INTERVAL,
             compute: Compute::Pool,
             bootstrap,
+            seed: rand::random(),
+            durability: config.durability,
         };
-        let (Node { datasets, fetcher }, recovery) =
+        let (Node { datasets, fetcher, durability }, recovery) =
             Node::start(store, network.clone(), network.clone(), node_config, metrics).await?;
-        Ok(Services { datasets, network, fetcher, recovery })
+        Ok(Services { datasets, network, fetcher, durability, recovery })
     }
 }

@@ -321,6 +321,9 @@ async fn node_main(world: Arc<World>, index: usize) {
         } else {
             vec![neverust::discovery::PeerRecord { peer: world.peers[0].clone(), addrs: Vec::new() }]
         },
+        // madsim's generator: drawn from the run's seed.
+        seed: madsim::rand::random(),
+        durability: neverust::durability::DurabilityConfig::default(),
     };
     match Node::start(store, network.clone(), discovery, config, Arc::new(Metrics::new())).await {
         Ok((node, recovery)) => {

@@ -44,6 +44,8 @@ pub struct ApiState {
     pub network: Option<Arc<crate::net::p2p::P2pNetwork>>,
     /// Retrieval from peers, when a network runs.
     pub fetcher: Option<crate::dataset::Fetcher>,
+    /// Slot placement and repair, when a network runs.
+    pub durability: Option<crate::durability::Durability>,
 }
 
 impl ApiState {
@@ -53,7 +55,16 @@ impl ApiState {
         data_dir: PathBuf,
         listen_addrs: Vec<String>,
     ) -> ApiState {
-        ApiState { datasets, peer_id, data_dir, listen_addrs, log_level: None, network: None, fetcher: None }
+        ApiState {
+            datasets,
+            peer_id,
+            data_dir,
+            listen_addrs,
+            log_level: None,
+            network: None,
+            fetcher: None,
+            durability: None,
+        }
     }
 }
 
@@ -69,6 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/data/{cid}/network/manifest", get(routes::network_manifest))
         .route("/data/{cid}/status", get(routes::status))
         .route("/debug/chronicles/loglevel", post(routes::set_log_level))
+        .route("/slots", get(routes::slots))
         .route("/space", get(routes::space))
         .route("/peerid", get(routes::peer_id))
         .route("/spr", get(routes::spr))

@@ -248,7 +248,8 @@ pub struct ProtectQuery {
     m: Option<String>,
 }
 
-/// Erasure-codes a stored dataset into K + M slots; answers with the protected dataset.
+/// Erasure-codes a stored dataset into K + M slots and starts placing the slots on distinct
+/// peers; answers with the protected dataset.
 pub async fn protect(
     State(s): Shared,
     Path(cid): Path<String>,
@@ -262,7 +263,27 @@ pub async fn protect(
     };
     let (k, m) = (number("k", query.k)?, number("m", query.m)?);
     let dataset = s.datasets.protect(cid, k, m).await?;
+    if let Some(durability) = &s.durability {
+        durability.place(&dataset);
+    }
     Ok((StatusCode::CREATED, Json(data_item(&dataset))))
+}
+
+/// The slots of protected datasets held by this node.
+pub async fn slots(State(s): Shared) -> Result<Json<Value>, ApiError> {
+    let held = s.datasets.store().list_slots().await?;
+    let slots: Vec<Value> = held
+        .iter()
+        .map(|slot| {
+            json!({
+                "manifest": cid_to_string(&slot.manifest_cid),
+                "slot": slot.slot,
+                "firstBlock": slot.leaves.start,
+                "blocks": slot.leaves.end - slot.leaves.start,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "slots": slots })))
 }
 
 pub async fn delete_data(State(s): Shared, Path(cid): Path<String>) -> Result<StatusCode, ApiError> {

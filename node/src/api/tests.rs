@@ -331,6 +331,7 @@ fn openapi_document_matches_the_router() {
         "/api/archivist/v1/data/{cid}/network/stream",
         "/api/archivist/v1/data/{cid}/network/manifest",
         "/api/archivist/v1/data/{cid}/status",
+        "/api/archivist/v1/slots",
         "/api/archivist/v1/space",
         "/api/archivist/v1/peerid",
         "/api/archivist/v1/spr",

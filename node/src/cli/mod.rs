@@ -63,6 +63,12 @@ pub struct StartArgs {
     /// Let AutoNAT confirm private and loopback addresses too, for a LAN or a cluster on one machine.
     #[arg(long)]
     pub autonat_private_addrs: bool,
+    /// Seconds between checks that the slots of protected datasets held here are still held by their hosts [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub repair_check_interval: Option<u64>,
+    /// Seconds a slot may be missing before it is rebuilt on another host (lazy repair) [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub repair_after: Option<u64>,
     /// Most bytes of blocks to store, e.g. 20GiB [default: 20GiB].
     #[arg(long, value_name = "SIZE")]
     pub storage_quota: Option<ByteSize>,
@@ -93,6 +99,8 @@ impl StartArgs {
             relay_node: list(&self.relay_node),
             relay_server: self.relay_server,
             autonat_private_addrs: self.autonat_private_addrs.then_some(true),
+            repair_check_interval: self.repair_check_interval,
+            repair_after: self.repair_after,
             storage_quota: self.storage_quota,
             block_size: self.block_size,
             log_level: self.log_level.clone(),

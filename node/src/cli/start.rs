@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing_subscriber::layer::SubscriberExt;
@@ -12,6 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, reload};
 use super::StartArgs;
 use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
+use crate::durability::DurabilityConfig;
 use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
 use crate::net::p2p::P2pConfig;
@@ -99,8 +101,13 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             ..P2pConfig::default()
         },
         engine: EngineConfig::default(),
+        durability: DurabilityConfig {
+            check_interval: Duration::from_secs(config.repair_check_interval),
+            repair_after: Duration::from_secs(config.repair_after),
+            ..DurabilityConfig::default()
+        },
     };
-    let Services { datasets, network, fetcher, recovery } =
+    let Services { datasets, network, fetcher, durability, recovery } =
         Services::start(Arc::new(store), keypair, services_config, metrics)
             .await
             .context("starting the node")?;
@@ -115,6 +122,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     state.log_level = Some(log_level);
     state.network = Some(network);
     state.fetcher = Some(fetcher);
+    state.durability = Some(durability);
     let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)

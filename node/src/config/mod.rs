@@ -125,6 +125,10 @@ pub struct Config {
     pub relay_server: bool,
     /// Whether AutoNAT also confirms private and loopback addresses (a LAN or one machine).
     pub autonat_private_addrs: bool,
+    /// Seconds between checks of the slots of protected datasets held here.
+    pub repair_check_interval: u64,
+    /// Seconds a slot may be missing before it is rebuilt on another host.
+    pub repair_after: u64,
     pub storage_quota: ByteSize,
     pub block_size: ByteSize,
     pub log_level: String,
@@ -144,6 +148,8 @@ pub struct PartialConfig {
     pub relay_node: Option<Vec<String>>,
     pub relay_server: Option<bool>,
     pub autonat_private_addrs: Option<bool>,
+    pub repair_check_interval: Option<u64>,
+    pub repair_after: Option<u64>,
     pub storage_quota: Option<ByteSize>,
     pub block_size: Option<ByteSize>,
     pub log_level: Option<String>,
@@ -190,6 +196,8 @@ impl Default for Config {
             relay_node: Vec::new(),
             relay_server: true,
             autonat_private_addrs: false,
+            repair_check_interval: 60,
+            repair_after: 300,
             storage_quota: ByteSize(STORAGE_QUOTA_DEFAULT_BYTES),
             block_size: ByteSize(BLOCK_SIZE_DEFAULT_BYTES as u64),
             log_level: "info".into(),
@@ -227,6 +235,10 @@ impl PartialConfig {
                 "AUTONAT_PRIVATE_ADDRS" => {
                     layer.autonat_private_addrs = Some(parse_bool(&value).map_err(bad)?)
                 }
+                "REPAIR_CHECK_INTERVAL" => {
+                    layer.repair_check_interval = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "REPAIR_AFTER" => layer.repair_after = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 "STORAGE_QUOTA" => layer.storage_quota = Some(value.parse().map_err(bad)?),
                 "BLOCK_SIZE" => layer.block_size = Some(value.parse().map_err(bad)?),
                 "LOG_LEVEL" => layer.log_level = Some(value.clone()),
@@ -241,7 +253,7 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 14] = [
+        const KNOWN: [&str; 16] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
@@ -251,6 +263,8 @@ impl PartialConfig {
             "RELAY_NODE",
             "RELAY_SERVER",
             "AUTONAT_PRIVATE_ADDRS",
+            "REPAIR_CHECK_INTERVAL",
+            "REPAIR_AFTER",
             "STORAGE_QUOTA",
             "BLOCK_SIZE",
             "LOG_LEVEL",
@@ -279,6 +293,8 @@ impl PartialConfig {
             relay_node,
             relay_server,
             autonat_private_addrs,
+            repair_check_interval,
+            repair_after,
             storage_quota,
             block_size,
             log_level,
@@ -308,6 +324,8 @@ impl Config {
             relay_node: merged.relay_node.unwrap_or(d.relay_node),
             relay_server: merged.relay_server.unwrap_or(d.relay_server),
             autonat_private_addrs: merged.autonat_private_addrs.unwrap_or(d.autonat_private_addrs),
+            repair_check_interval: merged.repair_check_interval.unwrap_or(d.repair_check_interval),
+            repair_after: merged.repair_after.unwrap_or(d.repair_after),
             storage_quota: merged.storage_quota.unwrap_or(d.storage_quota),
             block_size: merged.block_size.unwrap_or(d.block_size),
             log_level: merged.log_level.unwrap_or(d.log_level),
@@ -318,6 +336,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.repair_check_interval == 0 {
+            return Err(ConfigError::Invalid {
+                key: "repair-check-interval",
+                message: "0 seconds: checks need a pause between them".into(),
+            });
+        }
         let block = self.block_size.0;
         if block < BLOCK_SIZE_MIN_BYTES as u64
             || block > BLOCK_SIZE_MAX_BYTES as u64

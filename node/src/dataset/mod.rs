@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::runtime::Compute;
 use crate::store::{SharedStore, StoreError};
 
-pub use self::network::{FETCH_WINDOW_BLOCKS, FetchError, Fetcher};
+pub use self::network::{FETCH_WINDOW_BLOCKS, FetchError, Fetcher, local_manifest};
 pub use self::protect::{PROTECT_BATCH_BYTES, ProtectError};
 use self::upload::PendingUpload;
 pub use self::upload::{UploadError, UploadMeta};
@@ -88,6 +88,10 @@ impl Datasets {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn compute(&self) -> Compute {
+        self.compute
     }
 
     pub fn block_size_bytes(&self) -> usize {

@@ -9,10 +9,12 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::{Dataset, Datasets};
-use crate::content::{Block, Cid, Manifest, cid_to_string};
+use crate::content::{Block, Cid, Manifest, block_cid as block_cid_of, cid_to_string, tree_cid};
 use crate::discovery::Discovery;
+use crate::erasure::Coder;
 use crate::exchange::wire::BlockAddress;
 use crate::exchange::{Exchange, Fetched};
+use crate::merkle::{Digest, MerkleTree};
 use crate::net::{Network, PeerId};
 use crate::store::{LeafEntry, StoreError};
 
@@ -112,9 +114,15 @@ impl Fetcher {
         connected
     }
 
+    /// The manifest of a dataset stored here, whole or as a held slot.
+    pub async fn local_manifest(&self, cid: Cid) -> Option<(Manifest, Bytes)> {
+        let encoded = local_manifest(self.datasets.store(), cid).await?;
+        Some((decode(cid, &encoded).ok()?, encoded))
+    }
+
     /// The dataset's manifest and its encoded bytes: local if stored here, else from a provider.
     pub async fn manifest(&self, cid: Cid) -> Result<(Manifest, Bytes), FetchError> {
-        if let Some(encoded) = self.datasets.store().get_manifest(cid).await? {
+        if let Some(encoded) = local_manifest(self.datasets.store(), cid).await {
             let manifest = decode(cid, &encoded)?;
             return Ok((manifest, encoded));
         }
@@ -122,18 +130,81 @@ impl Fetcher {
         // provider may fail us: look up again, a little later, before giving up.
         for attempt in 1..=LOOKUPS_MAX {
             let providers = self.providers(cid).await;
-            if !providers.is_empty() {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                self.exchange.want(vec![BlockAddress::Cid(cid)], providers, tx).await;
-                if let Some(Fetched::Block { data, .. }) = rx.recv().await {
-                    return Ok((decode(cid, &data)?, data));
-                }
+            if let Some(found) = self.manifest_from(cid, providers).await {
+                return found;
             }
             if attempt < LOOKUPS_MAX {
                 tokio::time::sleep(LOOKUP_RETRY_DELAY * attempt).await;
             }
         }
         Err(FetchError::NoProviders(cid_to_string(&cid)))
+    }
+
+    /// Block `index` of a protected dataset rebuilt from the other blocks of its column, fetched
+    /// from `providers` (each verified against the tree root by the exchange).
+    async fn rebuild(
+        &self,
+        manifest: &Manifest,
+        index: u64,
+        providers: &[PeerId],
+    ) -> Result<Block, FetchError> {
+        let unavailable = || FetchError::Unavailable { cid: cid_to_string(&manifest.tree_cid), index };
+        let layout = super::erasure_layout(manifest).map_err(|_| unavailable())?;
+        let rows: Vec<u64> = layout.column(layout.step_of(index)).collect();
+        let others: Vec<u64> =
+            rows.iter().copied().filter(|&i| i != index && !layout.is_padding(i)).collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let tree = manifest.tree_cid;
+        self.exchange
+            .want(
+                others.iter().map(|&i| BlockAddress::Leaf { tree, index: i }).collect(),
+                providers.to_vec(),
+                tx,
+            )
+            .await;
+        let mut found = BTreeMap::new();
+        for _ in &others {
+            match rx.recv().await {
+                Some(Fetched::Block { address: BlockAddress::Leaf { index, .. }, data, .. }) => {
+                    found.insert(index, data);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let block_size = manifest.block_size_bytes as usize;
+        let mut column: Vec<Option<Vec<u8>>> = rows
+            .iter()
+            .map(|&i| {
+                if layout.is_padding(i) {
+                    Some(vec![0u8; block_size])
+                } else {
+                    found.get(&i).map(|b| b.to_vec())
+                }
+            })
+            .collect();
+        let mut coder = Coder::new(layout.params, block_size).map_err(|_| unavailable())?;
+        coder.reconstruct(&mut column).map_err(|_| unavailable())?;
+        let row = layout.slot_of(index) as usize;
+        Ok(Block::new(Bytes::from(column[row].take().expect("reconstructed"))))
+    }
+
+    /// The manifest `cid` asked of `peers` (who may know it before the DHT does); `None` if none
+    /// of them has it.
+    pub async fn manifest_from(
+        &self,
+        cid: Cid,
+        peers: Vec<PeerId>,
+    ) -> Option<Result<(Manifest, Bytes), FetchError>> {
+        if peers.is_empty() {
+            return None;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.exchange.want(vec![BlockAddress::Cid(cid)], peers, tx).await;
+        match rx.recv().await {
+            Some(Fetched::Block { data, .. }) => Some(decode(cid, &data).map(|manifest| (manifest, data))),
+            _ => None,
+        }
     }
 
     /// Streams the dataset's bytes in order while fetching and storing its blocks. When the
@@ -187,8 +258,12 @@ impl Fetcher {
         let result = async {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let (mut next_want, mut next_emit, mut lookups) = (0u64, 0u64, 0u32);
-            let mut arrived: BTreeMap<u64, (Block, LeafEntry)> = BTreeMap::new();
-            let mut batch: Vec<(Block, LeafEntry)> = Vec::new();
+            let mut arrived: BTreeMap<u64, (Block, Option<LeafEntry>)> = BTreeMap::new();
+            let mut batch: Vec<(Block, Option<LeafEntry>)> = Vec::new();
+            // Digests of every block in order, and the rebuilt blocks whose leaves (proofs) can
+            // only be written once the whole tree is known.
+            let mut digests: Vec<Digest> = Vec::with_capacity(blocks_count as usize);
+            let mut rebuilt: Vec<u64> = Vec::new();
             while next_emit < blocks_count {
                 let until = (next_emit + FETCH_WINDOW_BLOCKS).min(blocks_count);
                 if next_want < until {
@@ -206,7 +281,7 @@ impl Fetcher {
                     } => {
                         let block = Block::verified(block_cid, data)
                             .ok_or(FetchError::Unavailable { cid: cid_to_string(&cid), index })?;
-                        arrived.insert(index, (block, LeafEntry { block_cid, proof }));
+                        arrived.insert(index, (block, Some(LeafEntry { block_cid, proof })));
                     }
                     Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } }
                         if lookups < LOOKUPS_MAX =>
@@ -220,6 +295,17 @@ impl Fetcher {
                             .want(vec![BlockAddress::Leaf { tree, index }], providers.clone(), tx.clone())
                             .await;
                     }
+                    Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } }
+                        if manifest.protected() =>
+                    {
+                        let block = self
+                            .rebuild(manifest, index, &providers)
+                            .await
+                            .map_err(|_| FetchError::Unavailable { cid: cid_to_string(&cid), index })?;
+                        self.datasets.metrics().blocks_recovered.inc();
+                        rebuilt.push(index);
+                        arrived.insert(index, (block, None));
+                    }
                     Fetched::Unavailable { address: BlockAddress::Leaf { index, .. } } => {
                         return Err(FetchError::Unavailable { cid: cid_to_string(&cid), index });
                     }
@@ -232,6 +318,7 @@ impl Fetcher {
                     let piece =
                         entry.0.data().slice(0..(end.saturating_sub(next_emit * block_size)) as usize);
                     self.datasets.metrics().download_bytes.inc_by(piece.len() as u64);
+                    digests.push(*entry.0.digest());
                     batch.push(entry);
                     next_emit += 1;
                     if !piece.is_empty() && out.send(Ok(piece)).await.is_err() {
@@ -250,6 +337,19 @@ impl Fetcher {
                 }
             }
             flush(&store, upload, tree, next_emit, &mut batch).await?;
+            if !rebuilt.is_empty() {
+                // Every block is known now: the tree gives the rebuilt blocks their proofs, and
+                // checks them all once more against the root.
+                let whole = MerkleTree::build(digests).expect("a dataset has blocks");
+                if tree_cid(&whole.root()) != tree {
+                    return Err(FetchError::Unavailable { cid: cid_to_string(&cid), index: rebuilt[0] });
+                }
+                for index in rebuilt {
+                    let leaf =
+                        LeafEntry { block_cid: block_cid_of(&whole.leaf(index)), proof: whole.proof(index) };
+                    store.put_tree_leaves(upload, tree, index, vec![leaf]).await?;
+                }
+            }
             store.commit_upload(upload, cid, encoded).await?;
             Ok(())
         }
@@ -268,21 +368,47 @@ impl Fetcher {
     }
 }
 
-/// Writes the in-order run of blocks that ends just before `next_index`.
+/// Writes the in-order run of blocks that ends just before `next_index`, and the leaves known
+/// so far (a rebuilt block's leaf comes once the whole tree is known).
 async fn flush(
     store: &crate::store::SharedStore,
     upload: crate::store::UploadId,
     tree: Cid,
     next_index: u64,
-    batch: &mut Vec<(Block, LeafEntry)>,
+    batch: &mut Vec<(Block, Option<LeafEntry>)>,
 ) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
     let first = next_index - batch.len() as u64;
-    let (blocks, leaves): (Vec<Block>, Vec<LeafEntry>) = std::mem::take(batch).into_iter().unzip();
+    let (blocks, leaves): (Vec<Block>, Vec<Option<LeafEntry>>) = std::mem::take(batch).into_iter().unzip();
     store.put_upload_blocks(upload, first, blocks).await?;
-    store.put_tree_leaves(upload, tree, first, leaves).await
+    let mut run_start = first;
+    let mut run = Vec::new();
+    for (offset, leaf) in leaves.into_iter().enumerate() {
+        match leaf {
+            Some(leaf) => run.push(leaf),
+            None => {
+                if !run.is_empty() {
+                    store.put_tree_leaves(upload, tree, run_start, std::mem::take(&mut run)).await?;
+                }
+                run_start = first + offset as u64 + 1;
+            }
+        }
+    }
+    if !run.is_empty() {
+        store.put_tree_leaves(upload, tree, run_start, run).await?;
+    }
+    Ok(())
+}
+
+/// The encoded manifest `cid` if this node stores the dataset or holds a slot of it.
+pub async fn local_manifest(store: &crate::store::SharedStore, cid: Cid) -> Option<Bytes> {
+    if let Some(encoded) = store.get_manifest(cid).await.ok().flatten() {
+        return Some(encoded);
+    }
+    let held = store.list_slots().await.ok()?;
+    held.into_iter().find(|slot| slot.manifest_cid == cid).map(|slot| slot.manifest)
 }
 
 fn decode(cid: Cid, encoded: &[u8]) -> Result<Manifest, FetchError> {

@@ -33,6 +33,8 @@ pub enum Fetched {
 enum Command {
     Want { addresses: Vec<BlockAddress>, providers: Vec<PeerId>, results: mpsc::UnboundedSender<Fetched> },
     Cancel { addresses: Vec<BlockAddress> },
+    Extension { to: PeerId, payload: Bytes },
+    Subscribe { extensions: mpsc::UnboundedSender<(PeerId, Bytes)> },
 }
 
 /// A handle to the running block exchange.
@@ -68,17 +70,30 @@ impl Exchange {
     pub async fn cancel(&self, addresses: Vec<BlockAddress>) {
         let _ = self.commands.send(Command::Cancel { addresses }).await;
     }
+
+    /// Sends `payload` to `to` in the extension field of a block-exchange message.
+    pub async fn send_extension(&self, to: PeerId, payload: Bytes) {
+        let _ = self.commands.send(Command::Extension { to, payload }).await;
+    }
+
+    /// Extension payloads received from now on (from whom, what); one subscriber at a time.
+    pub async fn extensions(&self) -> mpsc::UnboundedReceiver<(PeerId, Bytes)> {
+        let (extensions, rx) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Subscribe { extensions }).await;
+        rx
+    }
 }
 
 /// What this node answers a peer that wants `address`.
 pub async fn lookup(store: &SharedStore, address: &BlockAddress) -> Answer {
     let found = match address {
-        BlockAddress::Cid(cid) if Codec::of(cid) == Some(Codec::Manifest) => store
-            .get_manifest(*cid)
-            .await
-            .ok()
-            .flatten()
-            .map(|data| Answer::Block { cid: *cid, data, proof: None }),
+        BlockAddress::Cid(cid) if Codec::of(cid) == Some(Codec::Manifest) => {
+            crate::dataset::local_manifest(store, *cid).await.map(|data| Answer::Block {
+                cid: *cid,
+                data,
+                proof: None,
+            })
+        }
         BlockAddress::Cid(cid) => store.get_block(*cid).await.ok().flatten().map(|data| Answer::Block {
             cid: *cid,
             data,
@@ -110,6 +125,7 @@ async fn run(
     let mut sample_scores = tokio::time::interval(SCORE_SAMPLE_INTERVAL);
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<(PeerId, BlockAddress, Answer)>();
     let mut subscribers: BTreeMap<BlockAddress, Vec<mpsc::UnboundedSender<Fetched>>> = BTreeMap::new();
+    let mut extensions: Option<mpsc::UnboundedSender<(PeerId, Bytes)>> = None;
     for peer in network.connected_peers() {
         engine.handle_connected(peer);
     }
@@ -123,7 +139,12 @@ async fn run(
                     Some(NetEvent::Connected(peer)) => engine.handle_connected(peer),
                     Some(NetEvent::Disconnected(peer)) => engine.handle_disconnected(now, &peer),
                     Some(NetEvent::Message { from, payload }) => match Message::decode(&payload) {
-                        Ok(message) => engine.handle_message(now, &from, message),
+                        Ok(mut message) => {
+                            if let (Some(extension), Some(to)) = (message.extension.take(), &extensions) {
+                                let _ = to.send((from.clone(), extension));
+                            }
+                            engine.handle_message(now, &from, message);
+                        }
                         Err(e) => {
                             tracing::warn!(peer = %from, error = %e, "malformed block-exchange message; disconnecting");
                             network.disconnect(&from).await;
@@ -152,6 +173,16 @@ async fn run(
                         engine.cancel(&address);
                     }
                 }
+                Some(Command::Extension { to, payload }) => {
+                    let message = Message { extension: Some(payload), ..Message::default() };
+                    let network = network.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = network.send(&to, Bytes::from(message.encode())).await {
+                            tracing::debug!(peer = %to, error = %e, "sending a durability message failed");
+                        }
+                    });
+                }
+                Some(Command::Subscribe { extensions: to }) => extensions = Some(to),
             },
             Some((peer, address, answer)) = answers.recv() => engine.serve(&peer, address, answer),
             () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),

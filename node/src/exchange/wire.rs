@@ -87,7 +87,13 @@ pub struct Message {
     pub payload: Vec<BlockDelivery>,
     pub presences: Vec<BlockPresence>,
     pub pending_bytes: u64,
+    /// Neverust's extension (field 20): a durability-protocol message (slot placement, cell
+    /// checks), opaque here. Archivist peers skip the unknown field.
+    pub extension: Option<Bytes>,
 }
+
+/// The field number of [`Message::extension`].
+const EXTENSION_FIELD: u32 = 20;
 
 /// Why bytes are not a valid message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +169,9 @@ impl Message {
             w.bytes(4, &p.finish());
         }
         w.uint(5, self.pending_bytes);
+        if let Some(extension) = &self.extension {
+            w.bytes(EXTENSION_FIELD, extension);
+        }
         w.finish()
     }
 
@@ -359,6 +368,9 @@ impl Message {
                     message.presences.push(decode_presence(bytes(v, "blockPresences")?)?);
                 }
                 (5, v) => message.pending_bytes = uint(v, "pendingBytes")?,
+                (EXTENSION_FIELD, v) => {
+                    message.extension = Some(input.slice_ref(bytes(v, "extension")?));
+                }
                 _ => {}
             }
         }

@@ -17,6 +17,12 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of a per-dataset gauge: the dataset's manifest CID.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasetLabels {
+    pub dataset: String,
+}
+
 /// Labels of an HTTP latency observation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -39,6 +45,13 @@ pub struct Metrics {
     pub uploads_failed: Counter,
     pub datasets_protected: Counter,
     pub blocks_recovered: Counter,
+    pub slots_held: Gauge,
+    pub repairs_started: Counter,
+    pub repairs_completed: Counter,
+    pub repairs_failed: Counter,
+    pub repair_bytes: Counter,
+    /// Slots of a protected dataset proven held at its last check, by dataset.
+    pub dataset_live_slots: Family<DatasetLabels, Gauge>,
     pub blocks_sent: Counter,
     pub blocks_received: Counter,
     pub block_bytes_sent: Counter,
@@ -71,6 +84,12 @@ impl Metrics {
         let uploads_failed = Counter::default();
         let datasets_protected = Counter::default();
         let blocks_recovered = Counter::default();
+        let slots_held = Gauge::default();
+        let repairs_started = Counter::default();
+        let repairs_completed = Counter::default();
+        let repairs_failed = Counter::default();
+        let repair_bytes = Counter::default();
+        let dataset_live_slots = Family::<DatasetLabels, Gauge>::default();
         let blocks_sent = Counter::default();
         let blocks_received = Counter::default();
         let block_bytes_sent = Counter::default();
@@ -105,6 +124,28 @@ impl Metrics {
             "Blocks of protected datasets rebuilt by erasure decoding (missing or corrupt)",
             blocks_recovered.clone(),
         );
+        registry.register("slots_held", "Slots of protected datasets held by this node", slots_held.clone());
+        registry.register(
+            "repairs_started",
+            "Missing slots handed to a new host by this node (placement included)",
+            repairs_started.clone(),
+        );
+        registry.register(
+            "repairs_completed",
+            "Slot hand-overs the new host confirmed",
+            repairs_completed.clone(),
+        );
+        registry.register("repairs_failed", "Slot hand-overs refused or timed out", repairs_failed.clone());
+        registry.register(
+            "repair_bytes",
+            "Block bytes fetched to rebuild missing blocks",
+            repair_bytes.clone(),
+        );
+        registry.register(
+            "dataset_live_slots",
+            "Slots of a protected dataset proven held at its last check (redundancy left: live - K)",
+            dataset_live_slots.clone(),
+        );
         registry.register("blocks_sent", "Blocks sent to peers", blocks_sent.clone());
         registry.register("blocks_received", "Verified blocks received from peers", blocks_received.clone());
         registry.register("block_bytes_sent", "Block bytes sent to peers", block_bytes_sent.clone());
@@ -135,6 +176,12 @@ impl Metrics {
             uploads_failed,
             datasets_protected,
             blocks_recovered,
+            slots_held,
+            repairs_started,
+            repairs_completed,
+            repairs_failed,
+            repair_bytes,
+            dataset_live_slots,
         }
     }
 

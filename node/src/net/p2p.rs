@@ -417,21 +417,34 @@ impl P2pNetwork {
         let registry = self.outbound.clone();
         let port_peer = peer.clone();
         tokio::spawn(async move {
-            let result: std::io::Result<()> = async {
-                let mut stream =
-                    control.open_stream(target, BLOCKEXC).await.map_err(std::io::Error::other)?;
-                while let Some(payload) = rx.recv().await {
-                    let mut prefix = Vec::with_capacity(10);
-                    put_varint(&mut prefix, payload.len() as u64);
-                    stream.write_all(&prefix).await?;
-                    stream.write_all(&payload).await?;
-                    stream.flush().await?;
+            // A stream dies with its connection (a duplicate connection closed, say) while the
+            // peer stays reachable on another: a frame that fails is sent once more on a new
+            // stream before the queue gives up on the peer.
+            let mut stream: Option<libp2p::Stream> = None;
+            'frames: while let Some(payload) = rx.recv().await {
+                for attempt in 1..=2 {
+                    let open = match stream.as_mut() {
+                        Some(open) => open,
+                        None => match control.open_stream(target, BLOCKEXC).await {
+                            Ok(opened) => stream.insert(opened),
+                            Err(e) => {
+                                tracing::debug!(peer = %port_peer, error = %e, "no block-exchange stream");
+                                break 'frames;
+                            }
+                        },
+                    };
+                    match write_frame(open, &payload).await {
+                        Ok(()) => continue 'frames,
+                        Err(e) => {
+                            tracing::debug!(peer = %port_peer, attempt, error = %e, "block-exchange stream closed");
+                            stream = None;
+                        }
+                    }
                 }
-                stream.close().await
+                break;
             }
-            .await;
-            if let Err(e) = result {
-                tracing::debug!(peer = %port_peer, error = %e, "block-exchange stream closed");
+            if let Some(mut open) = stream {
+                let _ = open.close().await;
             }
             registry.lock().expect("lock").remove(&port_peer);
         });
@@ -539,6 +552,15 @@ async fn accept_streams(mut incoming: libp2p_stream::IncomingStreams, events: mp
             }
         });
     }
+}
+
+/// Writes one varint-length-prefixed frame.
+async fn write_frame(stream: &mut libp2p::Stream, payload: &[u8]) -> std::io::Result<()> {
+    let mut prefix = Vec::with_capacity(10);
+    put_varint(&mut prefix, payload.len() as u64);
+    stream.write_all(&prefix).await?;
+    stream.write_all(payload).await?;
+    stream.flush().await
 }
 
 /// One varint-length-prefixed frame; `None` at a clean end of stream.

@@ -46,7 +46,19 @@ fn sample() -> Message {
             presence: Presence::DontHave,
         }],
         pending_bytes: 65_536,
+        extension: None,
     }
+}
+
+/// The extension field carries durability messages; it round-trips, and a message without one
+/// encodes exactly as Archivist's.
+#[test]
+fn extension_round_trips_after_the_archivist_fields() {
+    let plain = sample().encode();
+    let message = Message { extension: Some(Bytes::from_static(b"slot message")), ..sample() };
+    let encoded = message.encode();
+    assert_eq!(&encoded[..plain.len()], &plain[..]);
+    assert_eq!(Message::decode(&Bytes::from(encoded)).unwrap(), message);
 }
 
 #[test]

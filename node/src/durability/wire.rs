@@ -1,0 +1,251 @@
+//! The durability protocol's messages, carried in the extension field of block-exchange
+//! messages ([`crate::exchange::wire::Message::extension`]).
+//!
+//! ```text
+//! Message { 1 kind, 2 request, 3 manifest CID, 4 slot, 5 bytes (entropy | error),
+//!           6 repeated slot, 7 repeated Cell { 1 index, 2 data, 3 repeated node },
+//!           8 first, 9 count, 10 repeated digest, 11 repeated pending slot,
+//!           12 repeated source peer ID }
+//! ```
+
+use bytes::Bytes;
+
+use crate::content::Cid;
+use crate::content::protobuf::{self, Value, Writer};
+use crate::net::PeerId;
+
+/// Most leaf digests asked for or answered in one message (32 bytes each: 256 KiB).
+pub const DIGESTS_MAX: u32 = 8192;
+
+/// One message of the durability protocol. Requests carry an id their answer repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotMessage {
+    /// Hold slot `slot` of the protected dataset `manifest`: fetch its blocks, or rebuild the
+    /// ones nobody serves from their columns, verify them against the slot root, keep them.
+    /// `sources` are peers known to hold parts of the dataset (besides the sender).
+    Hold { request: u64, manifest: Cid, slot: u32, sources: Vec<PeerId> },
+    /// The outcome of a `Hold`: an empty error means the slot is held and verified.
+    Held { request: u64, error: String },
+    /// Which slots of `manifest` do you hold?
+    Holdings { request: u64, manifest: Cid },
+    /// The slots held, and the slots being taken (fetched or rebuilt right now).
+    HoldingsAre { request: u64, slots: Vec<u32>, pending: Vec<u32> },
+    /// Prove slot `slot` of `manifest`: the cells sampled from `entropy` and the slot root.
+    Challenge { request: u64, manifest: Cid, slot: u32, entropy: [u8; 32] },
+    /// The sampled cells with their paths to the slot root; none if the slot is not held.
+    Proof { request: u64, cells: Vec<CellAnswer> },
+    /// Leaf digests `first..first + count` of the dataset tree of `manifest`.
+    Digests { request: u64, manifest: Cid, first: u64, count: u32 },
+    /// The digests asked for; none if this node lacks the tree.
+    DigestsAre { request: u64, digests: Vec<[u8; 32]> },
+}
+
+/// One sampled cell: its index in the slot, its bytes, its path (block part, then slot part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellAnswer {
+    pub index: u64,
+    pub data: Bytes,
+    pub path: Vec<[u8; 32]>,
+}
+
+/// Why bytes are not a durability message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotWireError {
+    #[error("malformed protobuf: {0}")]
+    Protobuf(#[from] protobuf::DecodeError),
+    #[error("field {0} is missing or malformed")]
+    Field(&'static str),
+    #[error("unknown message kind {0}")]
+    Kind(u64),
+}
+
+impl SlotMessage {
+    /// The request id the message carries.
+    pub fn request(&self) -> u64 {
+        match self {
+            SlotMessage::Hold { request, .. }
+            | SlotMessage::Held { request, .. }
+            | SlotMessage::Holdings { request, .. }
+            | SlotMessage::HoldingsAre { request, .. }
+            | SlotMessage::Challenge { request, .. }
+            | SlotMessage::Proof { request, .. }
+            | SlotMessage::Digests { request, .. }
+            | SlotMessage::DigestsAre { request, .. } => *request,
+        }
+    }
+
+    /// Whether this message answers a request (rather than asking).
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            SlotMessage::Held { .. }
+                | SlotMessage::HoldingsAre { .. }
+                | SlotMessage::Proof { .. }
+                | SlotMessage::DigestsAre { .. }
+        )
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        let kind = match self {
+            SlotMessage::Hold { .. } => 1,
+            SlotMessage::Held { .. } => 2,
+            SlotMessage::Holdings { .. } => 3,
+            SlotMessage::HoldingsAre { .. } => 4,
+            SlotMessage::Challenge { .. } => 5,
+            SlotMessage::Proof { .. } => 6,
+            SlotMessage::Digests { .. } => 7,
+            SlotMessage::DigestsAre { .. } => 8,
+        };
+        w.uint(1, kind).uint(2, self.request());
+        match self {
+            SlotMessage::Hold { manifest, slot, sources, .. } => {
+                w.bytes(3, &manifest.to_bytes()).uint(4, u64::from(*slot));
+                for source in sources {
+                    w.bytes(12, source.as_bytes());
+                }
+            }
+            SlotMessage::Held { error, .. } => {
+                w.bytes(5, error.as_bytes());
+            }
+            SlotMessage::Holdings { manifest, .. } => {
+                w.bytes(3, &manifest.to_bytes());
+            }
+            SlotMessage::HoldingsAre { slots, pending, .. } => {
+                for slot in slots {
+                    w.uint(6, u64::from(*slot));
+                }
+                for slot in pending {
+                    w.uint(11, u64::from(*slot));
+                }
+            }
+            SlotMessage::Challenge { manifest, slot, entropy, .. } => {
+                w.bytes(3, &manifest.to_bytes()).uint(4, u64::from(*slot)).bytes(5, entropy);
+            }
+            SlotMessage::Proof { cells, .. } => {
+                for cell in cells {
+                    let mut c = Writer::new();
+                    c.uint(1, cell.index).bytes(2, &cell.data);
+                    for node in &cell.path {
+                        c.bytes(3, node);
+                    }
+                    w.bytes(7, &c.finish());
+                }
+            }
+            SlotMessage::Digests { manifest, first, count, .. } => {
+                w.bytes(3, &manifest.to_bytes()).uint(8, *first).uint(9, u64::from(*count));
+            }
+            SlotMessage::DigestsAre { digests, .. } => {
+                for digest in digests {
+                    w.bytes(10, digest);
+                }
+            }
+        }
+        Bytes::from(w.finish())
+    }
+
+    pub fn decode(input: &[u8]) -> Result<SlotMessage, SlotWireError> {
+        let (mut kind, mut request, mut manifest, mut slot) = (None, 0, None, 0u32);
+        let (mut text, mut slots, mut cells, mut digests) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut first, mut count, mut pending, mut sources) = (0u64, 0u32, Vec::new(), Vec::new());
+        for field in protobuf::fields(input) {
+            match field? {
+                (1, Value::Varint(v)) => kind = Some(v),
+                (2, Value::Varint(v)) => request = v,
+                (3, Value::Bytes(b)) => {
+                    manifest = Some(Cid::try_from(b).map_err(|_| SlotWireError::Field("manifest"))?)
+                }
+                (4, Value::Varint(v)) => slot = u32::try_from(v).map_err(|_| SlotWireError::Field("slot"))?,
+                (5, Value::Bytes(b)) => text = b.to_vec(),
+                (6, Value::Varint(v)) => {
+                    slots.push(u32::try_from(v).map_err(|_| SlotWireError::Field("slots"))?)
+                }
+                (7, Value::Bytes(b)) => cells.push(decode_cell(b)?),
+                (8, Value::Varint(v)) => first = v,
+                (9, Value::Varint(v)) => {
+                    count = u32::try_from(v).map_err(|_| SlotWireError::Field("count"))?
+                }
+                (10, Value::Bytes(b)) => {
+                    digests.push(b.try_into().map_err(|_| SlotWireError::Field("digests"))?)
+                }
+                (11, Value::Varint(v)) => {
+                    pending.push(u32::try_from(v).map_err(|_| SlotWireError::Field("pending"))?)
+                }
+                (12, Value::Bytes(b)) => sources.push(PeerId::from_bytes(b.to_vec())),
+                _ => {}
+            }
+        }
+        let manifest = || manifest.ok_or(SlotWireError::Field("manifest"));
+        Ok(match kind.ok_or(SlotWireError::Field("kind"))? {
+            1 => SlotMessage::Hold { request, manifest: manifest()?, slot, sources },
+            2 => SlotMessage::Held {
+                request,
+                error: String::from_utf8(text).map_err(|_| SlotWireError::Field("error"))?,
+            },
+            3 => SlotMessage::Holdings { request, manifest: manifest()? },
+            4 => SlotMessage::HoldingsAre { request, slots, pending },
+            5 => SlotMessage::Challenge {
+                request,
+                manifest: manifest()?,
+                slot,
+                entropy: text.try_into().map_err(|_| SlotWireError::Field("entropy"))?,
+            },
+            6 => SlotMessage::Proof { request, cells },
+            7 => SlotMessage::Digests { request, manifest: manifest()?, first, count },
+            8 => SlotMessage::DigestsAre { request, digests },
+            other => return Err(SlotWireError::Kind(other)),
+        })
+    }
+}
+
+fn decode_cell(input: &[u8]) -> Result<CellAnswer, SlotWireError> {
+    let mut cell = CellAnswer { index: 0, data: Bytes::new(), path: Vec::new() };
+    for field in protobuf::fields(input) {
+        match field? {
+            (1, Value::Varint(v)) => cell.index = v,
+            (2, Value::Bytes(b)) => cell.data = Bytes::copy_from_slice(b),
+            (3, Value::Bytes(b)) => cell.path.push(b.try_into().map_err(|_| SlotWireError::Field("path"))?),
+            _ => {}
+        }
+    }
+    Ok(cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::manifest_cid;
+
+    #[test]
+    fn every_message_round_trips() {
+        let manifest = manifest_cid(b"m");
+        let messages = [
+            SlotMessage::Hold {
+                request: 1,
+                manifest,
+                slot: 4,
+                sources: vec![PeerId::from_bytes(vec![1, 2, 3])],
+            },
+            SlotMessage::Held { request: 2, error: String::new() },
+            SlotMessage::Held { request: 2, error: "slot root mismatch".into() },
+            SlotMessage::Holdings { request: 3, manifest },
+            SlotMessage::HoldingsAre { request: 4, slots: vec![0, 3], pending: vec![1] },
+            SlotMessage::Challenge { request: 5, manifest, slot: 2, entropy: [9; 32] },
+            SlotMessage::Proof {
+                request: 6,
+                cells: vec![CellAnswer {
+                    index: 77,
+                    data: Bytes::from_static(b"cell"),
+                    path: vec![[1; 32], [2; 32]],
+                }],
+            },
+            SlotMessage::Digests { request: 7, manifest, first: 10, count: 3 },
+            SlotMessage::DigestsAre { request: 8, digests: vec![[5; 32]] },
+        ];
+        for message in messages {
+            assert_eq!(SlotMessage::decode(&message.encode()).unwrap(), message);
+        }
+        assert_eq!(SlotMessage::decode(&[0x08, 0x63]), Err(SlotWireError::Kind(99)));
+        assert!(SlotMessage::decode(&[0x08, 0x01]).is_err(), "a hold without a manifest");
+    }
+}

@@ -66,13 +66,13 @@ impl Node {
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics.clone());
-        let fetcher = Fetcher::new(datasets.clone(), exchange.clone(), network.clone(), discovery);
+        let fetcher = Fetcher::new(datasets.clone(), exchange.clone(), network.clone(), discovery.clone());
         let mut rng = NodeRng::from_seed(config.seed);
         let durability = Durability::start(
-            datasets.clone(),
             fetcher.clone(),
             exchange,
             network.clone(),
+            discovery,
             rng.child(),
             config.durability,
             metrics,

@@ -180,6 +180,21 @@ impl Discovery for DhtView {
         Ok(found.into_iter().map(|p| PeerRecord { peer: fabric.peer(p), addrs: Vec::new() }).collect())
     }
 
+    async fn closest_peers(&self, key: &[u8], limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError> {
+        tokio::time::sleep(self.dht.lookup_cost()).await;
+        let fabric = &self.dht.fabric;
+        let target = digest(key);
+        let mut reachable: Vec<usize> = (0..self.dht.positions.len())
+            .filter(|&i| i != self.index && fabric.reaches(self.index, i))
+            .collect();
+        if reachable.is_empty() {
+            return Err(DiscoveryError::NoPeers);
+        }
+        reachable.sort_by_key(|&i| distance(&self.dht.positions[i], &target));
+        reachable.truncate(limit);
+        Ok(reachable.into_iter().map(|p| PeerRecord { peer: fabric.peer(p), addrs: Vec::new() }).collect())
+    }
+
     async fn find_peer(&self, peer: &PeerId) -> Result<Option<PeerRecord>, DiscoveryError> {
         tokio::time::sleep(self.dht.lookup_cost()).await;
         let fabric = &self.dht.fabric;

@@ -187,6 +187,19 @@ impl SimDisk {
             })
     }
 
+    /// Whether the disk holds slot `slot` of protected dataset `cid` intact: its slot record,
+    /// and each of its blocks present, readable and undamaged.
+    pub fn holds_slot(&self, cid: &Cid, slot: u32, blocks: &[Vec<u8>]) -> bool {
+        let mut key = cid.to_bytes();
+        key.extend_from_slice(&slot.to_be_bytes());
+        let state = self.lock();
+        state.map.contains_key(&(Table::Slots, key))
+            && blocks.iter().all(|b| {
+                let key = (Table::Blocks, b.clone());
+                state.map.contains_key(&key) && !state.unreadable.contains(&key) && !state.damaged.contains(b)
+            })
+    }
+
     /// Stored blocks that do not hash to their CID although no fault touched them: damage
     /// done by node logic.
     pub fn unexplained_corruption(&self) -> Vec<String> {

@@ -38,6 +38,33 @@ pub struct Scenario {
     pub faults: Faults,
     #[serde(default)]
     pub invariants: Invariants,
+    #[serde(default)]
+    pub repair: Repair,
+}
+
+/// Timing of the nodes' slot checks and lazy repair (their `--repair-*` settings).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Repair {
+    #[serde(default = "default_check_interval")]
+    pub check_interval: Span,
+    /// How long a slot may be missing before it is rebuilt elsewhere.
+    #[serde(default = "default_repair_after")]
+    pub after: Span,
+}
+
+fn default_check_interval() -> Span {
+    Span(Duration::from_secs(60))
+}
+
+fn default_repair_after() -> Span {
+    Span(Duration::from_secs(300))
+}
+
+impl Default for Repair {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }
 
 fn default_suite_seeds() -> String {
@@ -198,6 +225,11 @@ pub struct Workload {
     /// Which role runs the operations: `any` (default), `clients` or `storage`.
     #[serde(default)]
     pub on: Role,
+    /// Uploads only: erasure-code each upload with `[K, M]` and place its slots on distinct
+    /// nodes; once all are placed the uploader drops its own copies, so the slots are the only
+    /// ones.
+    #[serde(default)]
+    pub protect: Option<[u32; 2]>,
 }
 
 /// Node roles a workload can run on.
@@ -519,7 +551,7 @@ pub enum ScenarioError {
 }
 
 /// The sometimes-probes a scenario may require.
-pub const PROBES: [&str; 9] = [
+pub const PROBES: [&str; 10] = [
     "download-completed",
     "download-while-a-holder-was-down",
     "download-after-partition-healed",
@@ -529,10 +561,11 @@ pub const PROBES: [&str; 9] = [
     "read-error-survived",
     "disk-full-refused-an-upload",
     "retransmission",
+    "slot-repaired",
 ];
 
 /// The invariants a run checks.
-pub const INVARIANTS: [&str; 4] = ["integrity", "durability", "liveness", "sometimes"];
+pub const INVARIANTS: [&str; 5] = ["integrity", "durability", "redundancy", "liveness", "sometimes"];
 
 impl Scenario {
     /// Parses and validates a scenario file's text; errors name the file, the key and the line.

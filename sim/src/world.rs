@@ -103,6 +103,16 @@ struct Truth {
     digest: [u8; 32],
     /// Keys of the dataset's blocks on disk (block CIDs).
     blocks: Vec<Vec<u8>>,
+    /// For a protected dataset (then `cid` and `blocks` are the protected dataset's): K, M and
+    /// the block keys of each slot.
+    slots: Option<SlotTruth>,
+}
+
+struct SlotTruth {
+    k: usize,
+    slot_blocks: Vec<Vec<Vec<u8>>>,
+    /// The nodes each slot was first placed on (empty until placement completes).
+    placed_on: Vec<Vec<usize>>,
 }
 
 /// A node's life.
@@ -133,6 +143,8 @@ struct World {
     block_size: usize,
     quota: u64,
     republish: Duration,
+    /// The nodes' check and repair timing.
+    repair: neverust::durability::DurabilityConfig,
     hash_rate: u64,
     truths: Mutex<Vec<Truth>>,
     probes: Mutex<BTreeMap<String, u64>>,
@@ -189,6 +201,7 @@ impl World {
     }
 
     /// Nodes (not departed) whose disk holds an intact copy of dataset `d`.
+    /// Nodes (not departed) holding an intact copy of dataset `d`, or an intact slot of it.
     fn holders(&self, d: usize) -> Vec<usize> {
         let truths = self.truths.lock().expect("truths");
         let truth = &truths[d];
@@ -196,8 +209,70 @@ impl World {
         let disks = self.disks.lock().expect("disks").clone();
         (0..life.len())
             .filter(|&i| life[i] != Life::Departed)
-            .filter(|&i| disks[i].holds_intact(&truth.cid, &truth.blocks))
+            .filter(|&i| {
+                disks[i].holds_intact(&truth.cid, &truth.blocks)
+                    || truth.slots.as_ref().is_some_and(|slots| {
+                        (0..slots.slot_blocks.len())
+                            .any(|s| disks[i].holds_slot(&truth.cid, s as u32, &slots.slot_blocks[s]))
+                    })
+            })
             .collect()
+    }
+
+    /// Slots of protected dataset `d` held intact by nodes in `lives`, by slot.
+    fn live_slots(&self, d: usize, lives: &[Life]) -> BTreeSet<usize> {
+        let truths = self.truths.lock().expect("truths");
+        let truth = &truths[d];
+        let Some(slots) = &truth.slots else { return BTreeSet::new() };
+        let life = self.life.lock().expect("life").clone();
+        let disks = self.disks.lock().expect("disks").clone();
+        (0..slots.slot_blocks.len())
+            .filter(|&s| {
+                (0..life.len()).any(|i| {
+                    lives.contains(&life[i])
+                        && disks[i].holds_slot(&truth.cid, s as u32, &slots.slot_blocks[s])
+                })
+            })
+            .collect()
+    }
+
+    /// Nodes (not departed) holding slot `slot` of dataset `d` intact.
+    fn slot_holders(&self, d: usize, slot: usize) -> Vec<usize> {
+        let truths = self.truths.lock().expect("truths");
+        let truth = &truths[d];
+        let Some(slots) = &truth.slots else { return Vec::new() };
+        let life = self.life.lock().expect("life").clone();
+        let disks = self.disks.lock().expect("disks").clone();
+        (0..life.len())
+            .filter(|&i| {
+                life[i] != Life::Departed
+                    && disks[i].holds_slot(&truth.cid, slot as u32, &slots.slot_blocks[slot])
+            })
+            .collect()
+    }
+
+    /// Whether a slot of dataset `d` is held by a node it was not placed on: it was repaired.
+    fn slot_moved(&self, d: usize) -> bool {
+        let placed = match self.truths.lock().expect("truths")[d].slots.as_ref() {
+            Some(slots) if !slots.placed_on.is_empty() => slots.placed_on.clone(),
+            _ => return false,
+        };
+        placed.iter().enumerate().any(|(s, on)| self.slot_holders(d, s).iter().any(|i| !on.contains(i)))
+    }
+
+    /// Whether dataset `d` can still be read: an intact copy, or (protected) any K intact slots,
+    /// on nodes that have not departed.
+    fn available(&self, d: usize) -> bool {
+        let whole = {
+            let truths = self.truths.lock().expect("truths");
+            let truth = &truths[d];
+            let life = self.life.lock().expect("life").clone();
+            let disks = self.disks.lock().expect("disks").clone();
+            (0..life.len())
+                .any(|i| life[i] != Life::Departed && disks[i].holds_intact(&truth.cid, &truth.blocks))
+        };
+        let k = self.truths.lock().expect("truths")[d].slots.as_ref().map(|s| s.k);
+        whole || k.is_some_and(|k| self.live_slots(d, &[Life::Up, Life::Down]).len() >= k)
     }
 
     /// Why dataset `d` has no intact copy: where its copies were and what became of them.
@@ -216,6 +291,31 @@ impl World {
             } else {
                 format!("node {i}'s copy damaged by disk faults")
             });
+        }
+        if let Some(slots) = &truth.slots {
+            let held: Vec<String> = (0..slots.slot_blocks.len())
+                .filter_map(|s| {
+                    let on: Vec<String> = (0..life.len())
+                        .filter(|&i| disks[i].holds_slot(&truth.cid, s as u32, &slots.slot_blocks[s]))
+                        .map(|i| format!("{i}{}", if life[i] == Life::Departed { " (departed)" } else { "" }))
+                        .collect();
+                    (!on.is_empty()).then(|| format!("slot {s} on {}", on.join(" ")))
+                })
+                .collect();
+            let left = (0..slots.slot_blocks.len())
+                .filter(|&s| {
+                    (0..life.len()).any(|i| {
+                        life[i] != Life::Departed
+                            && disks[i].holds_slot(&truth.cid, s as u32, &slots.slot_blocks[s])
+                    })
+                })
+                .count();
+            notes.push(format!(
+                "{left} slots left on nodes still here, {} needed of {}: {}",
+                slots.k,
+                slots.slot_blocks.len(),
+                if held.is_empty() { "none held anywhere".into() } else { held.join("; ") }
+            ));
         }
         if notes.is_empty() { "no node holds it: a commit lost in a crash".into() } else { notes.join(", ") }
     }
@@ -323,7 +423,7 @@ async fn node_main(world: Arc<World>, index: usize) {
         },
         // madsim's generator: drawn from the run's seed.
         seed: madsim::rand::random(),
-        durability: neverust::durability::DurabilityConfig::default(),
+        durability: world.repair,
     };
     match Node::start(store, network.clone(), discovery, config, Arc::new(Metrics::new())).await {
         Ok((node, recovery)) => {
@@ -372,7 +472,7 @@ fn block_keys(bytes: &[u8], block_size: usize) -> Vec<Vec<u8>> {
     keys
 }
 
-async fn upload(world: Arc<World>, index: usize, seed: u64, size: u64) {
+async fn upload(world: Arc<World>, index: usize, seed: u64, size: u64, protect: Option<[u32; 2]>) {
     let Some(node) = world.node(index) else { return };
     let bytes = data(seed, size);
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
@@ -386,7 +486,17 @@ async fn upload(world: Arc<World>, index: usize, seed: u64, size: u64) {
     match node.datasets.upload(body, UploadMeta::default()).await {
         Ok(dataset) => {
             world.trace.record(format_args!("uploaded {index} {}", cid_to_string(&dataset.cid)));
-            world.truths.lock().expect("truths").push(Truth { cid: dataset.cid, size, digest, blocks });
+            if let Some([k, m]) = protect {
+                protect_and_place(&world, index, &node, dataset, size, digest, k, m).await;
+                return;
+            }
+            world.truths.lock().expect("truths").push(Truth {
+                cid: dataset.cid,
+                size,
+                digest,
+                blocks,
+                slots: None,
+            });
             world.count(|c| c.uploads_acknowledged += 1);
             node.fetcher.advertise(&dataset).await;
         }
@@ -397,6 +507,70 @@ async fn upload(world: Arc<World>, index: usize, seed: u64, size: u64) {
             }
             world.count(|c| c.uploads_failed += 1);
         }
+    }
+}
+
+/// Protects a fresh upload with K + M slots and has the node place them; once every slot is
+/// held somewhere the uploader drops its own copies, so the slots are the only ones. The
+/// dataset counts as acknowledged once placed.
+#[allow(clippy::too_many_arguments)]
+async fn protect_and_place(
+    world: &Arc<World>,
+    index: usize,
+    node: &Node,
+    original: neverust::dataset::Dataset,
+    size: u64,
+    digest: [u8; 32],
+    k: u32,
+    m: u32,
+) {
+    let protected = match node.datasets.protect(original.cid, k, m).await {
+        Ok(protected) => protected,
+        Err(e) => {
+            world.trace.record(format_args!("protect-failed {index} {e}"));
+            world.count(|c| c.uploads_failed += 1);
+            return;
+        }
+    };
+    let store = node.datasets.store().clone();
+    let layout = neverust::dataset::erasure_layout(&protected.manifest).expect("a fresh protected manifest");
+    let mut blocks = Vec::with_capacity(layout.total as usize);
+    for i in 0..layout.total {
+        let leaf =
+            store.get_leaf(protected.manifest.tree_cid, i).await.ok().flatten().expect("leaf just stored");
+        blocks.push(leaf.block_cid.to_bytes());
+    }
+    let slot_blocks: Vec<Vec<Vec<u8>>> = (0..layout.params.slots())
+        .map(|s| layout.slot_blocks(s).map(|i| blocks[i as usize].clone()).collect())
+        .collect();
+    node.durability.place(&protected);
+    world.trace.record(format_args!("protected {index} {}", cid_to_string(&protected.cid)));
+    let d = {
+        let mut truths = world.truths.lock().expect("truths");
+        truths.push(Truth {
+            cid: protected.cid,
+            size,
+            digest,
+            blocks,
+            slots: Some(SlotTruth { k: k as usize, slot_blocks, placed_on: Vec::new() }),
+        });
+        truths.len() - 1
+    };
+    world.count(|c| c.uploads_acknowledged += 1);
+    // Wait (at most an hour) until every slot is held by a live node, then drop the copies.
+    let slots = (k + m) as usize;
+    for _ in 0..360 {
+        if world.live_slots(d, &[Life::Up]).len() == slots {
+            let placed: Vec<Vec<usize>> = (0..slots).map(|s| world.slot_holders(d, s)).collect();
+            if let Some(truth) = world.truths.lock().expect("truths")[d].slots.as_mut() {
+                truth.placed_on = placed;
+            }
+            let _ = node.datasets.delete(protected.cid).await;
+            let _ = node.datasets.delete(original.cid).await;
+            world.trace.record(format_args!("placed {index} {}", cid_to_string(&protected.cid)));
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 
@@ -466,7 +640,7 @@ async fn download(world: Arc<World>, index: usize, d: usize) -> bool {
 /// A timed action of the fault phase.
 #[derive(Clone, Debug)]
 enum Action {
-    Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
+    Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role, protect: Option<[u32; 2]> },
     Download { nodes: Option<[u64; 2]>, on: Role },
     Arrive,
     Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64>, spare_last_copy: bool },
@@ -545,6 +719,7 @@ fn schedule(scenario: &Scenario, rng: &mut ChaCha8Rng, arrivals: &[Duration]) ->
                     seed: rng.random(),
                     nodes: w.nodes,
                     on: w.on,
+                    protect: w.protect,
                 },
                 WorkloadKind::Download => Action::Download { nodes: w.nodes, on: w.on },
             };
@@ -683,6 +858,11 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         block_size: scenario.block_size.0 as usize,
         quota: scenario.nodes.quota.0,
         republish: scenario.dht.republish.0,
+        repair: neverust::durability::DurabilityConfig {
+            check_interval: scenario.repair.check_interval.0,
+            repair_after: scenario.repair.after.0,
+            ..neverust::durability::DurabilityConfig::default()
+        },
         hash_rate: scenario.nodes.hash_rate.0,
         truths: Mutex::new(Vec::new()),
         probes: Mutex::new(BTreeMap::new()),
@@ -744,6 +924,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let invariants = vec![
         check_integrity(&world),
         check_durability(&world),
+        check_redundancy(&world),
         verdict_liveness.expect("checked"),
         check_sometimes(&world, &scenario.invariants.sometimes),
     ];
@@ -829,10 +1010,10 @@ async fn execute(
             world.trace.record(format_args!("arrive {index}"));
             world.count(|c| c.arrivals += 1);
         }
-        Action::Upload { size, seed, nodes, on } => {
+        Action::Upload { size, seed, nodes, on, protect } => {
             let live = world.candidates(nodes, on);
             if let Some(index) = pick(rng, &live) {
-                world.spawn_on(index, upload(world.clone(), index, seed, size));
+                world.spawn_on(index, upload(world.clone(), index, seed, size, protect));
             }
         }
         Action::Download { nodes, on } => {
@@ -924,7 +1105,10 @@ async fn execute(
         }
         Action::Sample => {
             let datasets = world.truths.lock().expect("truths").len();
-            let available = (0..datasets).filter(|&d| !world.holders(d).is_empty()).count();
+            let available = (0..datasets).filter(|&d| world.available(d)).count();
+            if (0..datasets).any(|d| world.slot_moved(d)) {
+                world.probe("slot-repaired");
+            }
             timeline.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 live_nodes: world.live_nodes().len(),
@@ -991,7 +1175,7 @@ async fn check_liveness(world: &Arc<World>, rng: &mut ChaCha8Rng, bound: Duratio
     let deadline = tokio::time::Instant::now() + bound;
     let mut pending = Vec::new();
     for d in 0..datasets {
-        if world.holders(d).is_empty() {
+        if !world.available(d) {
             continue; // lost: durability reports it
         }
         let cid = world.truths.lock().expect("truths")[d].cid;
@@ -1066,7 +1250,7 @@ fn check_integrity(world: &World) -> Verdict {
 fn check_durability(world: &World) -> Verdict {
     let datasets = world.truths.lock().expect("truths").len();
     let lost: Vec<String> = (0..datasets)
-        .filter(|&d| world.holders(d).is_empty())
+        .filter(|&d| !world.available(d))
         .map(|d| {
             let cid = world.truths.lock().expect("truths")[d].cid;
             format!("{} ({})", cid_to_string(&cid), world.copies_lost(d))
@@ -1084,6 +1268,43 @@ fn check_durability(world: &World) -> Verdict {
                 "{} of {datasets} acknowledged datasets lost (no intact copy left): {}",
                 lost.len(),
                 lost.join(", ")
+            )
+        },
+    }
+}
+
+/// Redundancy: after healing, every protected dataset that is not lost has all its K + M slots
+/// held intact by live nodes again.
+fn check_redundancy(world: &World) -> Verdict {
+    let (protected, short): (usize, Vec<String>) = {
+        let truths = world.truths.lock().expect("truths");
+        let wanted: Vec<(usize, usize, Cid)> = truths
+            .iter()
+            .enumerate()
+            .filter_map(|(d, t)| t.slots.as_ref().map(|s| (d, s.slot_blocks.len(), t.cid)))
+            .collect();
+        drop(truths);
+        let short = wanted
+            .iter()
+            .filter(|(d, _, _)| world.available(*d))
+            .filter_map(|&(d, slots, cid)| {
+                let live = world.live_slots(d, &[Life::Up]);
+                (live.len() < slots)
+                    .then(|| format!("{} ({} of {slots} slots)", cid_to_string(&cid), live.len()))
+            })
+            .collect();
+        (wanted.len(), short)
+    };
+    Verdict {
+        name: "redundancy".into(),
+        passed: short.is_empty(),
+        detail: if short.is_empty() {
+            format!("all {protected} protected datasets are back at full redundancy")
+        } else {
+            format!(
+                "{} of {protected} protected datasets short of slots after healing: {}",
+                short.len(),
+                short.join(", ")
             )
         },
     }

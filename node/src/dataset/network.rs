@@ -67,6 +67,11 @@ impl Fetcher {
         Fetcher { datasets, exchange, network, discovery, advertise_failed: Arc::default() }
     }
 
+    /// The dataset service fetched datasets are stored into.
+    pub fn datasets(&self) -> &Datasets {
+        &self.datasets
+    }
+
     /// Waits until an announcement fails (see [`Fetcher::advertise`]).
     pub async fn advertise_failed(&self) {
         self.advertise_failed.notified().await;

@@ -36,4 +36,6 @@ pub trait Discovery: Send + Sync + 'static {
     async fn find_providers(&self, cid: Cid, limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError>;
     /// The addresses of `peer`, if it can be found.
     async fn find_peer(&self, peer: &PeerId) -> Result<Option<PeerRecord>, DiscoveryError>;
+    /// Up to `limit` peers closest to `key` in the DHT's key space: where to place data.
+    async fn closest_peers(&self, key: &[u8], limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError>;
 }

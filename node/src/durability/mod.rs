@@ -9,13 +9,14 @@
 //!   digest), check the whole slot against its slot root (Poseidon2), store it as a held slot
 //!   and advertise the dataset.
 //! - **Checking** (every [`DurabilityConfig::check_interval`], by every node that holds the
-//!   protected dataset or a slot of it): ask the dataset's providers which slots they hold, and
-//!   challenge one holder of each slot to prove cells sampled from fresh entropy against the
-//!   slot root. A slot without a holder that proves it is *missing*.
-//! - **Repair.** A slot missing for longer than [`DurabilityConfig::repair_after`] (lazy: a
-//!   host that restarts quickly costs nothing), or never placed, is handed to a connected peer
-//!   that holds no slot of the dataset. To keep checkers from repairing the same slot twice, only
-//!   the checker with the smallest peer ID among those still holding data acts.
+//!   protected dataset or a slot of it): ask the dataset's providers what they hold (slots,
+//!   slots being taken, the whole dataset). The *leader*, the smallest peer ID among the nodes
+//!   holding something of the dataset, then challenges one holder of each slot to prove cells
+//!   sampled from fresh entropy against the slot root; the others stop there (one set of
+//!   challenges a round, one repairer). A slot without a holder that proves it is *missing*.
+//! - **Repair.** A slot the leader has seen missing for longer than
+//!   [`DurabilityConfig::repair_after`] (lazy: a host that restarts quickly costs nothing), or
+//!   never placed, is handed to a connected peer that holds nothing of the dataset.
 //!
 //! Messages travel in the extension field of block-exchange messages ([`wire`]).
 
@@ -35,6 +36,7 @@ use crate::content::{
     Block, Cid, Manifest, block_cid, cid_to_string, digest_of, poseidon2_digest_of, tree_cid,
 };
 use crate::dataset::{Dataset, Datasets, Fetcher, erasure_layout};
+use crate::discovery::Discovery;
 use crate::erasure::{Coder, Layout};
 use crate::exchange::wire::BlockAddress;
 use crate::exchange::{Exchange, Fetched};
@@ -47,6 +49,9 @@ use crate::store::{HeldSlot, LeafEntry};
 
 /// Cells sampled per challenge (Archivist proves 5 a period).
 pub const SAMPLES: u64 = 5;
+
+/// Peers close to a slot's key asked for when choosing its new host.
+const CANDIDATES_ASKED: usize = 8;
 
 /// Timing of checks and repair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +107,7 @@ struct Inner {
     fetcher: Fetcher,
     exchange: Exchange,
     network: Arc<dyn Network>,
+    discovery: Arc<dyn Discovery>,
     metrics: Arc<Metrics>,
     config: DurabilityConfig,
     state: Mutex<State>,
@@ -126,10 +132,10 @@ struct State {
 impl Durability {
     /// Starts the service: the message handler and the periodic checker.
     pub fn start(
-        datasets: Datasets,
         fetcher: Fetcher,
         exchange: Exchange,
         network: Arc<dyn Network>,
+        discovery: Arc<dyn Discovery>,
         rng: NodeRng,
         config: DurabilityConfig,
         metrics: Arc<Metrics>,
@@ -144,10 +150,11 @@ impl Durability {
             taking: BTreeSet::new(),
         };
         let inner = Inner {
-            datasets,
+            datasets: fetcher.datasets().clone(),
             fetcher,
             exchange,
             network,
+            discovery,
             metrics,
             config,
             state: Mutex::new(state),
@@ -243,7 +250,8 @@ impl Durability {
                     let state = self.inner.state.lock().expect("durability state");
                     state.taking.iter().filter(|(cid, _)| *cid == manifest).map(|(_, slot)| *slot).collect()
                 };
-                SlotMessage::HoldingsAre { request, slots: self.slots_held(manifest).await, pending }
+                let whole = self.inner.datasets.get(manifest).await.ok().flatten().is_some();
+                SlotMessage::HoldingsAre { request, slots: self.slots_held(manifest).await, pending, whole }
             }
             SlotMessage::Challenge { request, manifest, slot, entropy } => SlotMessage::Proof {
                 request,
@@ -669,7 +677,7 @@ impl Durability {
                 continue;
             }
             let make = |request| SlotMessage::Holdings { request, manifest: manifest_cid };
-            if let Some(SlotMessage::HoldingsAre { slots, pending, .. }) =
+            if let Some(SlotMessage::HoldingsAre { slots, pending, whole, .. }) =
                 self.ask(&peer, make, self.inner.config.request_timeout).await
             {
                 for slot in slots.into_iter().filter(|&s| s < layout.params.slots()) {
@@ -680,17 +688,27 @@ impl Durability {
                     being_taken.insert(slot);
                     any_slot.insert(peer.clone());
                 }
+                if whole {
+                    any_slot.insert(peer.clone());
+                }
             }
         }
+        // One checker acts for all: the smallest peer ID among those holding something of the
+        // dataset (a slot, or the whole of it). The others only keep the leader known.
+        let mut checkers: BTreeSet<PeerId> = any_slot.clone();
+        checkers.insert(me.clone());
+        if checkers.first() != Some(&me) {
+            let mut state = self.inner.state.lock().expect("durability state");
+            state.missing_since.retain(|(cid, _), _| *cid != manifest_cid);
+            return;
+        }
         let mut live = 0u32;
-        let mut checkers: BTreeSet<PeerId> = BTreeSet::from([me.clone()]);
         let mut missing = Vec::new();
         for slot in 0..layout.params.slots() {
             let mut proven = false;
             for host in holders.get(&slot).into_iter().flatten() {
                 if *host == me || self.challenge(host, manifest_cid, manifest, slot).await {
                     proven = true;
-                    checkers.insert(host.clone());
                     break;
                 }
             }
@@ -726,42 +744,65 @@ impl Durability {
                 })
                 .collect()
         };
-        if due.is_empty() || checkers.first() != Some(&me) {
+        if due.is_empty() {
             return;
         }
-        // Candidates: connected peers holding nothing of this dataset (no slot, no whole copy)
-        // and not already asked.
-        let mut candidates: Vec<PeerId> = self
-            .inner
-            .network
-            .connected_peers()
-            .into_iter()
-            .filter(|p| *p != me && !any_slot.contains(p) && !providers.contains(p))
-            .collect();
+        // Candidates hold nothing of this dataset and are not being asked already: the peers
+        // the DHT finds closest to the slot's key first (where a slot of this dataset belongs),
+        // then any connected peer.
+        let mut excluded: BTreeSet<PeerId> = any_slot.clone();
+        excluded.extend(providers.iter().cloned());
+        excluded.insert(me.clone());
         {
             let state = self.inner.state.lock().expect("durability state");
-            let busy: BTreeSet<&PeerId> = state
-                .repairing
-                .iter()
-                .filter(|((cid, _), _)| *cid == manifest_cid)
-                .map(|(_, (peer, _))| peer)
-                .collect();
-            candidates.retain(|p| !busy.contains(p));
-        }
-        for slot in due {
-            if candidates.is_empty() {
-                tracing::warn!(manifest = %cid_to_string(&manifest_cid), slot, "no peer left to hold a missing slot");
-                break;
-            }
-            let host = {
-                let mut state = self.inner.state.lock().expect("durability state");
-                let pick = state.rng.rng().random_range(0..candidates.len());
-                let host = candidates.swap_remove(pick);
+            excluded.extend(
                 state
                     .repairing
-                    .insert((manifest_cid, slot), (host.clone(), now + self.inner.config.hold_timeout));
-                host
+                    .iter()
+                    .filter(|((cid, _), _)| *cid == manifest_cid)
+                    .map(|(_, (peer, _))| peer.clone()),
+            );
+        }
+        let mut connected: Vec<PeerId> =
+            self.inner.network.connected_peers().into_iter().filter(|p| !excluded.contains(p)).collect();
+        for slot in due {
+            let mut key = manifest_cid.to_bytes();
+            key.extend_from_slice(&slot.to_be_bytes());
+            let closest =
+                self.inner.discovery.closest_peers(&key, CANDIDATES_ASKED).await.unwrap_or_default();
+            let mut reachable = None;
+            for record in closest.into_iter().filter(|record| !excluded.contains(&record.peer)) {
+                if self.inner.network.dial(&record.peer, &record.addrs).await.is_ok() {
+                    reachable = Some(record.peer);
+                    break;
+                }
+            }
+            let host = match reachable {
+                Some(host) => host,
+                None if !connected.is_empty() => {
+                    let pick = self
+                        .inner
+                        .state
+                        .lock()
+                        .expect("durability state")
+                        .rng
+                        .rng()
+                        .random_range(0..connected.len());
+                    connected.swap_remove(pick)
+                }
+                None => {
+                    tracing::warn!(manifest = %cid_to_string(&manifest_cid), slot, "no peer left to hold a missing slot");
+                    break;
+                }
             };
+            excluded.insert(host.clone());
+            connected.retain(|p| *p != host);
+            self.inner
+                .state
+                .lock()
+                .expect("durability state")
+                .repairing
+                .insert((manifest_cid, slot), (host.clone(), now + self.inner.config.hold_timeout));
             let sources: Vec<PeerId> = any_slot.iter().filter(|p| **p != host).cloned().collect();
             self.inner.metrics.repairs_started.inc();
             tracing::info!(manifest = %cid_to_string(&manifest_cid), slot, host = %host, "asking a peer to hold a missing slot");

@@ -5,7 +5,7 @@
 //! Message { 1 kind, 2 request, 3 manifest CID, 4 slot, 5 bytes (entropy | error),
 //!           6 repeated slot, 7 repeated Cell { 1 index, 2 data, 3 repeated node },
 //!           8 first, 9 count, 10 repeated digest, 11 repeated pending slot,
-//!           12 repeated source peer ID }
+//!           12 repeated source peer ID, 13 whole }
 //! ```
 
 use bytes::Bytes;
@@ -28,8 +28,9 @@ pub enum SlotMessage {
     Held { request: u64, error: String },
     /// Which slots of `manifest` do you hold?
     Holdings { request: u64, manifest: Cid },
-    /// The slots held, and the slots being taken (fetched or rebuilt right now).
-    HoldingsAre { request: u64, slots: Vec<u32>, pending: Vec<u32> },
+    /// The slots held, the slots being taken (fetched or rebuilt right now), and whether the
+    /// whole dataset is stored too.
+    HoldingsAre { request: u64, slots: Vec<u32>, pending: Vec<u32>, whole: bool },
     /// Prove slot `slot` of `manifest`: the cells sampled from `entropy` and the slot root.
     Challenge { request: u64, manifest: Cid, slot: u32, entropy: [u8; 32] },
     /// The sampled cells with their paths to the slot root; none if the slot is not held.
@@ -111,7 +112,8 @@ impl SlotMessage {
             SlotMessage::Holdings { manifest, .. } => {
                 w.bytes(3, &manifest.to_bytes());
             }
-            SlotMessage::HoldingsAre { slots, pending, .. } => {
+            SlotMessage::HoldingsAre { slots, pending, whole, .. } => {
+                w.uint(13, u64::from(*whole));
                 for slot in slots {
                     w.uint(6, u64::from(*slot));
                 }
@@ -148,6 +150,7 @@ impl SlotMessage {
         let (mut kind, mut request, mut manifest, mut slot) = (None, 0, None, 0u32);
         let (mut text, mut slots, mut cells, mut digests) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut first, mut count, mut pending, mut sources) = (0u64, 0u32, Vec::new(), Vec::new());
+        let mut whole = false;
         for field in protobuf::fields(input) {
             match field? {
                 (1, Value::Varint(v)) => kind = Some(v),
@@ -172,6 +175,7 @@ impl SlotMessage {
                     pending.push(u32::try_from(v).map_err(|_| SlotWireError::Field("pending"))?)
                 }
                 (12, Value::Bytes(b)) => sources.push(PeerId::from_bytes(b.to_vec())),
+                (13, Value::Varint(v)) => whole = v != 0,
                 _ => {}
             }
         }
@@ -183,7 +187,7 @@ impl SlotMessage {
                 error: String::from_utf8(text).map_err(|_| SlotWireError::Field("error"))?,
             },
             3 => SlotMessage::Holdings { request, manifest: manifest()? },
-            4 => SlotMessage::HoldingsAre { request, slots, pending },
+            4 => SlotMessage::HoldingsAre { request, slots, pending, whole },
             5 => SlotMessage::Challenge {
                 request,
                 manifest: manifest()?,
@@ -229,7 +233,7 @@ mod tests {
             SlotMessage::Held { request: 2, error: String::new() },
             SlotMessage::Held { request: 2, error: "slot root mismatch".into() },
             SlotMessage::Holdings { request: 3, manifest },
-            SlotMessage::HoldingsAre { request: 4, slots: vec![0, 3], pending: vec![1] },
+            SlotMessage::HoldingsAre { request: 4, slots: vec![0, 3], pending: vec![1], whole: true },
             SlotMessage::Challenge { request: 5, manifest, slot: 2, entropy: [9; 32] },
             SlotMessage::Proof {
                 request: 6,

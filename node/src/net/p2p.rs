@@ -155,6 +155,7 @@ enum Command {
     Withdraw { key: Vec<u8> },
     FindProviders { key: Vec<u8>, limit: usize, reply: oneshot::Sender<Vec<PeerRecord>> },
     FindPeer { peer: libp2p::PeerId, reply: oneshot::Sender<Option<PeerRecord>> },
+    ClosestPeers { key: Vec<u8>, limit: usize, reply: oneshot::Sender<Vec<PeerRecord>> },
 }
 
 /// A provider lookup in progress.
@@ -528,6 +529,16 @@ impl Discovery for P2pNetwork {
         self.commands.send(Command::FindPeer { peer, reply }).await.map_err(|_| DiscoveryError::Timeout)?;
         answer.await.map_err(|_| DiscoveryError::Timeout)
     }
+
+    async fn closest_peers(&self, key: &[u8], limit: usize) -> Result<Vec<PeerRecord>, DiscoveryError> {
+        if self.connected_peers().is_empty() {
+            return Err(DiscoveryError::NoPeers);
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::ClosestPeers { key: key.to_vec(), limit, reply };
+        self.commands.send(command).await.map_err(|_| DiscoveryError::Timeout)?;
+        answer.await.map_err(|_| DiscoveryError::Timeout)
+    }
 }
 
 /// Reads frames from every inbound block-exchange stream.
@@ -704,6 +715,8 @@ async fn run_swarm(
     let mut provider_queries: HashMap<kad::QueryId, ProviderQuery> = HashMap::new();
     let mut peer_queries: HashMap<kad::QueryId, (libp2p::PeerId, oneshot::Sender<Option<PeerRecord>>)> =
         HashMap::new();
+    let mut closest_queries: HashMap<kad::QueryId, (usize, oneshot::Sender<Vec<PeerRecord>>)> =
+        HashMap::new();
     let local = *swarm.local_peer_id();
     let mut relay_retries = tokio::time::interval(Duration::from_secs(1));
     relay_retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -722,7 +735,10 @@ async fn run_swarm(
                     }
                     let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
                     match swarm.dial(options) {
-                        Ok(()) => dials.entry(peer).or_default().push(reply),
+                        // A dial already under way (Kademlia's, say): its outcome answers this one.
+                        Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                            dials.entry(peer).or_default().push(reply)
+                        }
                         Err(e) => { let _ = reply.send(Err(NetError::Dial(e.to_string()))); }
                     }
                 }
@@ -744,6 +760,10 @@ async fn run_swarm(
                 Some(Command::FindPeer { peer, reply }) => {
                     let id = swarm.behaviour_mut().kad.get_closest_peers(peer);
                     peer_queries.insert(id, (peer, reply));
+                }
+                Some(Command::ClosestPeers { key, limit, reply }) => {
+                    let id = swarm.behaviour_mut().kad.get_closest_peers(key);
+                    closest_queries.insert(id, (limit, reply));
                 }
             },
             event = swarm.select_next_some() => match event {
@@ -803,6 +823,18 @@ async fn run_swarm(
                                 let records = query.found.iter().take(query.limit).map(|p| PeerRecord { peer: to_port(p), addrs: Vec::new() }).collect();
                                 let _ = query.reply.send(records);
                             }
+                        }
+                        kad::QueryResult::GetClosestPeers(found) if step.last && closest_queries.contains_key(&id) => {
+                            let (limit, reply) = closest_queries.remove(&id).expect("present");
+                            let records = found
+                                .map(|ok| ok.peers)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|p| p.peer_id != local)
+                                .take(limit)
+                                .map(|p| PeerRecord { peer: to_port(&p.peer_id), addrs: p.addrs.iter().map(|a| a.to_string()).collect() })
+                                .collect();
+                            let _ = reply.send(records);
                         }
                         kad::QueryResult::GetClosestPeers(found) if step.last => {
                             let Some((target, reply)) = peer_queries.remove(&id) else { continue };

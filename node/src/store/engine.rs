@@ -28,6 +28,10 @@ const USED_BYTES: &[u8] = b"used_bytes";
 const RESERVED_BYTES: &[u8] = b"reserved_bytes";
 const TOTAL_BLOCKS: &[u8] = b"total_blocks";
 const NEXT_UPLOAD: &[u8] = b"next_upload";
+/// The store's format: 0 (absent) when a tree owned one reference per leaf for all the
+/// manifests naming it, 1 since each listed record owns its own.
+const FORMAT: &[u8] = b"format";
+const FORMAT_CURRENT: u64 = 1;
 
 /// A [`BlockStore`] over any [`KvEngine`].
 pub struct KvStore<E> {
@@ -355,6 +359,40 @@ fn release_record(w: &mut dyn KvWrite, tree: &Cid, leaves: std::ops::Range<u64>)
     tree_record.save(w, tree)
 }
 
+/// Brings a store of format 0 to the current one: a tree named by n manifests held one reference
+/// per leaf for all of them; each manifest now holds its own, so every leaf gains n - 1.
+fn upgrade_format(w: &mut dyn KvWrite) -> Result<(), StoreError> {
+    if meta(w, FORMAT)? >= FORMAT_CURRENT {
+        return Ok(());
+    }
+    let mut shared: Vec<(Vec<u8>, TreeRecord)> = Vec::new();
+    let mut bad = false;
+    w.scan(Table::Trees, &[], &mut |key, _| {
+        match Cid::try_from(key) {
+            Ok(_) => shared.push((key.to_vec(), TreeRecord::default())),
+            Err(_) => bad = true,
+        }
+        !bad
+    })?;
+    if bad {
+        return Err(StoreError::Backend("malformed tree key".into()));
+    }
+    for (key, record) in &mut shared {
+        let tree = Cid::try_from(key.as_slice()).expect("checked above");
+        *record = TreeRecord::load(w, &tree)?;
+        for index in 0..record.leaves_count {
+            let Some(leaf) = w.get(Table::Leaves, &indexed_key(key, index))? else { continue };
+            let leaf = decode_leaf(&leaf)?;
+            let cid = leaf.block_cid.to_bytes();
+            let refs = u64_of(w.get(Table::Refs, &cid)?);
+            if refs > 0 && record.manifests > 1 {
+                w.put(Table::Refs, &cid, &(refs + record.manifests - 1).to_le_bytes())?;
+            }
+        }
+    }
+    set_meta(w, FORMAT, FORMAT_CURRENT)
+}
+
 fn slot_key(manifest_cid: &Cid, slot: u32) -> Vec<u8> {
     let mut key = manifest_cid.to_bytes();
     key.extend_from_slice(&slot.to_be_bytes());
@@ -490,6 +528,7 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
             for &upload in &uploads {
                 e.write(|w| abort_upload(w, upload))?;
             }
+            e.write(upgrade_format)?;
             let used_after = e.read(|r| meta(r, USED_BYTES))?;
             Ok(Recovery {
                 uploads_rolled_back: uploads.len() as u64,

@@ -282,3 +282,33 @@ async fn slots_hold_their_own_references(h: impl Harness) {
     assert!(store.get_leaf(tree, 3).await.unwrap().is_none());
     assert!(store.list_slots().await.unwrap().is_empty());
 }
+
+/// A store written before references were counted per record: two manifests of one tree held a
+/// single reference per block. Opening it upgrades the counts, so deleting one manifest keeps
+/// the other's blocks.
+#[tokio::test]
+async fn old_format_shared_trees_are_upgraded_at_open() {
+    let h = mem();
+    let store = h.store();
+    let bs = blocks(60, 3);
+    let (_, first) = upload(&store, &bs, "a", true).await;
+    let (_, second) = upload(&store, &bs, "b", true).await;
+    // Rewind to format 0: one reference per block, no format mark.
+    h.0.engine()
+        .write(|w| {
+            for b in &bs {
+                w.put(Table::Refs, &b.cid().to_bytes(), &1u64.to_le_bytes())?;
+            }
+            w.delete(Table::Meta, b"format").map(|_| ())
+        })
+        .unwrap();
+    store.recover().await.unwrap();
+    assert!(store.delete_dataset(first).await.unwrap());
+    let tree = Manifest::decode(&store.get_manifest(second).await.unwrap().unwrap()).unwrap().tree_cid;
+    assert_eq!(store.get_tree_blocks(tree, 0, 3).await.unwrap().len(), 3);
+    assert!(store.delete_dataset(second).await.unwrap());
+    assert_eq!(used(&store).await, 0);
+    // A second open changes nothing.
+    store.recover().await.unwrap();
+    assert_eq!(used(&store).await, 0);
+}

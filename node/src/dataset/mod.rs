@@ -255,6 +255,21 @@ pub fn erasure_layout(manifest: &Manifest) -> Result<Layout, RecoverError> {
         erasure.original_dataset_size_bytes,
         u64::from(manifest.block_size_bytes),
     );
+    let block_size = manifest.block_size_bytes as usize;
+    if !block_size.is_power_of_two() || block_size < crate::merkle::poseidon2::CELL_SIZE_BYTES {
+        return Err(RecoverError::BadParams(format!(
+            "block size {block_size} is not a power of two of at least 2 KiB"
+        )));
+    }
+    if let Some(verification) = &erasure.verification
+        && verification.slot_roots.len() != params.slots() as usize
+    {
+        return Err(RecoverError::BadParams(format!(
+            "{} slot roots for {} slots",
+            verification.slot_roots.len(),
+            params.slots()
+        )));
+    }
     let layout = Layout::new(params, blocks);
     if layout.total != manifest.blocks_count() {
         return Err(RecoverError::BadParams(format!(

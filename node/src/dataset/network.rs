@@ -80,7 +80,15 @@ impl Fetcher {
     /// Announces every stored dataset (manifest and tree CIDs) to the DHT; returns how many
     /// datasets there are and how many of them failed to be announced.
     pub async fn advertise_all(&self) -> Result<(usize, usize), StoreError> {
-        let datasets = self.datasets.list().await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut datasets = self.datasets.list().await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        // Held slots too: their holders must stay findable, or checkers take them for lost.
+        for held in self.datasets.store().list_slots().await? {
+            if let Ok(manifest) = Manifest::decode(&held.manifest)
+                && !datasets.iter().any(|d| d.cid == held.manifest_cid)
+            {
+                datasets.push(Dataset { cid: held.manifest_cid, manifest });
+            }
+        }
         let mut failed = 0;
         for dataset in &datasets {
             if !self.advertise(dataset).await {
@@ -108,7 +116,12 @@ impl Fetcher {
 
     /// Connected providers of `cid`, dialling the ones found through the DHT.
     pub async fn providers(&self, cid: Cid) -> Vec<PeerId> {
-        let records = self.discovery.find_providers(cid, PROVIDERS_MAX).await.unwrap_or_default();
+        self.providers_up_to(cid, PROVIDERS_MAX).await
+    }
+
+    /// Up to `limit` connected providers of `cid`.
+    pub async fn providers_up_to(&self, cid: Cid, limit: usize) -> Vec<PeerId> {
+        let records = self.discovery.find_providers(cid, limit).await.unwrap_or_default();
         let mut connected = Vec::new();
         for record in records {
             match self.network.dial(&record.peer, &record.addrs).await {
@@ -155,6 +168,9 @@ impl Fetcher {
     ) -> Result<Block, FetchError> {
         let unavailable = || FetchError::Unavailable { cid: cid_to_string(&manifest.tree_cid), index };
         let layout = super::erasure_layout(manifest).map_err(|_| unavailable())?;
+        if layout.is_padding(index) {
+            return Ok(Block::new(Bytes::new())); // padding is stored as the empty block
+        }
         let rows: Vec<u64> = layout.column(layout.step_of(index)).collect();
         let others: Vec<u64> =
             rows.iter().copied().filter(|&i| i != index && !layout.is_padding(i)).collect();
@@ -267,7 +283,7 @@ impl Fetcher {
             let mut batch: Vec<(Block, Option<LeafEntry>)> = Vec::new();
             // Digests of every block in order, and the rebuilt blocks whose leaves (proofs) can
             // only be written once the whole tree is known.
-            let mut digests: Vec<Digest> = Vec::with_capacity(blocks_count as usize);
+            let mut digests: Vec<Digest> = Vec::with_capacity(blocks_count.min(1 << 20) as usize);
             let mut rebuilt: Vec<u64> = Vec::new();
             while next_emit < blocks_count {
                 let until = (next_emit + FETCH_WINDOW_BLOCKS).min(blocks_count);

@@ -118,7 +118,8 @@ struct Inner {
 struct State {
     rng: NodeRng,
     next_request: u64,
-    pending: BTreeMap<u64, oneshot::Sender<SlotMessage>>,
+    /// Requests awaiting an answer: from whom, and who waits.
+    pending: BTreeMap<u64, (PeerId, oneshot::Sender<SlotMessage>)>,
     /// Slots seen missing, and since when; unplaced slots count as missing forever.
     missing_since: BTreeMap<(Cid, u32), Instant>,
     /// Slots handed to a new host, and when that attempt expires.
@@ -208,9 +209,15 @@ impl Durability {
                 }
             };
             if message.is_answer() {
-                let waiter =
-                    self.inner.state.lock().expect("durability state").pending.remove(&message.request());
-                if let Some(waiter) = waiter {
+                // Only the peer asked may answer (request ids are guessable).
+                let waiter = {
+                    let mut state = self.inner.state.lock().expect("durability state");
+                    match state.pending.get(&message.request()) {
+                        Some((asked, _)) if *asked == from => state.pending.remove(&message.request()),
+                        _ => None,
+                    }
+                };
+                if let Some((_, waiter)) = waiter {
                     let _ = waiter.send(message);
                 }
                 continue;
@@ -277,7 +284,7 @@ impl Durability {
             let mut state = self.inner.state.lock().expect("durability state");
             let request = state.next_request;
             state.next_request += 1;
-            state.pending.insert(request, tx);
+            state.pending.insert(request, (to.clone(), tx));
             request
         };
         self.inner.exchange.send_extension(to.clone(), make(request).encode()).await;
@@ -294,7 +301,7 @@ impl Durability {
     /// Leaf digests of the tree of `manifest` held here (a dataset or a slot of it).
     async fn digests(&self, manifest: Cid, first: u64, count: u32) -> Option<Vec<Digest>> {
         let (m, _) = self.inner.fetcher.local_manifest(manifest).await?;
-        let end = (first + u64::from(count)).min(m.blocks_count());
+        let end = first.saturating_add(u64::from(count)).min(m.blocks_count());
         let mut out = Vec::with_capacity(end.saturating_sub(first) as usize);
         for index in first..end {
             let leaf = self.inner.datasets.store().get_leaf(m.tree_cid, index).await.ok()??;
@@ -526,7 +533,7 @@ impl Durability {
     ) -> Result<MerkleTree, HoldError> {
         let total = manifest.blocks_count();
         for provider in providers {
-            let mut digests = Vec::with_capacity(total as usize);
+            let mut digests = Vec::with_capacity(total.min(1 << 20) as usize);
             while (digests.len() as u64) < total {
                 let first = digests.len() as u64;
                 let count = (total - first).min(u64::from(DIGESTS_MAX)) as u32;
@@ -671,7 +678,9 @@ impl Durability {
         for slot in self.slots_held(manifest_cid).await {
             holders.entry(slot).or_default().push(me.clone());
         }
-        let providers = self.inner.fetcher.providers(manifest_cid).await;
+        // Every holder must be heard of: ask for more providers than there are slots.
+        let wanted = layout.params.slots() as usize * 2 + 16;
+        let providers = self.inner.fetcher.providers_up_to(manifest_cid, wanted).await;
         for peer in providers.iter().cloned() {
             if peer == me {
                 continue;

@@ -216,25 +216,14 @@ pub(crate) async fn recover_block(
     index: u64,
 ) -> Result<Bytes, RecoverError> {
     let layout = erasure_layout(manifest)?;
-    let block_size = manifest.block_size_bytes as usize;
-    let step = layout.step_of(index);
-    let mut column = Vec::with_capacity(layout.params.slots() as usize);
-    for row_index in layout.column(step) {
-        column.push(if layout.is_padding(row_index) {
-            Some(vec![0u8; block_size])
-        } else if row_index == index {
-            None
-        } else {
-            match store.get_tree_blocks(manifest.tree_cid, row_index, 1).await {
-                Ok(mut one) => Some(one.remove(0).to_vec()),
-                Err(_) => None,
-            }
-        });
+    let mut found = std::collections::BTreeMap::new();
+    for source in layout.rebuild_sources(index) {
+        if let Ok(mut one) = store.get_tree_blocks(manifest.tree_cid, source, 1).await {
+            found.insert(source, one.remove(0));
+        }
     }
-    let mut coder = Coder::new(layout.params, block_size)?;
-    coder.reconstruct(&mut column)?;
-    let row = layout.slot_of(index) as usize;
-    Ok(Bytes::from(column[row].take().expect("reconstructed")))
+    let mut coder = Coder::new(layout.params, manifest.block_size_bytes as usize)?;
+    Ok(Bytes::from(coder.rebuild(&layout, index, |i| found.get(&i).map(|b| b.to_vec()))?))
 }
 
 /// Why a block of a protected dataset could not be rebuilt.

@@ -171,20 +171,31 @@ impl Fetcher {
         if layout.is_padding(index) {
             return Ok(Block::new(Bytes::new())); // padding is stored as the empty block
         }
-        let rows: Vec<u64> = layout.column(layout.step_of(index)).collect();
-        let others: Vec<u64> =
-            rows.iter().copied().filter(|&i| i != index && !layout.is_padding(i)).collect();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let tree = manifest.tree_cid;
-        self.exchange
-            .want(
-                others.iter().map(|&i| BlockAddress::Leaf { tree, index: i }).collect(),
-                providers.to_vec(),
-                tx,
-            )
-            .await;
+        let found = self.fetch_leaves(manifest.tree_cid, &layout.rebuild_sources(index), providers).await;
+        let mut coder =
+            Coder::new(layout.params, manifest.block_size_bytes as usize).map_err(|_| unavailable())?;
+        let data = coder
+            .rebuild(&layout, index, |i| found.get(&i).map(|b| b.to_vec()))
+            .map_err(|_| unavailable())?;
+        Ok(Block::new(Bytes::from(data)))
+    }
+
+    /// Leaves `indices` of `tree` from `providers`, as far as they serve them (each verified
+    /// against the tree root by the exchange).
+    pub async fn fetch_leaves(
+        &self,
+        tree: Cid,
+        indices: &[u64],
+        providers: &[PeerId],
+    ) -> BTreeMap<u64, Bytes> {
         let mut found = BTreeMap::new();
-        for _ in &others {
+        if indices.is_empty() || providers.is_empty() {
+            return found;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let addresses = indices.iter().map(|&index| BlockAddress::Leaf { tree, index }).collect();
+        self.exchange.want(addresses, providers.to_vec(), tx).await;
+        for _ in indices {
             match rx.recv().await {
                 Some(Fetched::Block { address: BlockAddress::Leaf { index, .. }, data, .. }) => {
                     found.insert(index, data);
@@ -193,21 +204,7 @@ impl Fetcher {
                 None => break,
             }
         }
-        let block_size = manifest.block_size_bytes as usize;
-        let mut column: Vec<Option<Vec<u8>>> = rows
-            .iter()
-            .map(|&i| {
-                if layout.is_padding(i) {
-                    Some(vec![0u8; block_size])
-                } else {
-                    found.get(&i).map(|b| b.to_vec())
-                }
-            })
-            .collect();
-        let mut coder = Coder::new(layout.params, block_size).map_err(|_| unavailable())?;
-        coder.reconstruct(&mut column).map_err(|_| unavailable())?;
-        let row = layout.slot_of(index) as usize;
-        Ok(Block::new(Bytes::from(column[row].take().expect("reconstructed"))))
+        found
     }
 
     /// The manifest `cid` asked of `peers` (who may know it before the DHT does); `None` if none

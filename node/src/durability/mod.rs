@@ -38,8 +38,7 @@ use crate::content::{
 use crate::dataset::{Dataset, Datasets, Fetcher, erasure_layout};
 use crate::discovery::Discovery;
 use crate::erasure::{Coder, Layout};
-use crate::exchange::wire::BlockAddress;
-use crate::exchange::{Exchange, Fetched};
+use crate::exchange::Exchange;
 use crate::merkle::poseidon2::{self, CellProof, F, SlotTree};
 use crate::merkle::{Digest, MerkleTree};
 use crate::metrics::Metrics;
@@ -565,7 +564,7 @@ impl Durability {
         providers: &[PeerId],
     ) -> Result<Vec<Block>, HoldError> {
         let wanted: Vec<u64> = range.clone().filter(|&i| !layout.is_padding(i)).collect();
-        let mut found = self.fetch_leaves(manifest.tree_cid, &wanted, providers).await;
+        let mut found = self.inner.fetcher.fetch_leaves(manifest.tree_cid, &wanted, providers).await;
         let mut coder: Option<Coder> = None;
         let mut blocks = Vec::with_capacity((range.end - range.start) as usize);
         for index in range {
@@ -594,27 +593,6 @@ impl Durability {
         Ok(blocks)
     }
 
-    /// Leaves `indices` of `tree` from `providers`, as far as they serve them.
-    async fn fetch_leaves(&self, tree: Cid, indices: &[u64], providers: &[PeerId]) -> BTreeMap<u64, Bytes> {
-        let mut found = BTreeMap::new();
-        if indices.is_empty() || providers.is_empty() {
-            return found;
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let addresses = indices.iter().map(|&index| BlockAddress::Leaf { tree, index }).collect();
-        self.inner.exchange.want(addresses, providers.to_vec(), tx).await;
-        for _ in indices {
-            match rx.recv().await {
-                Some(Fetched::Block { address: BlockAddress::Leaf { index, .. }, data, .. }) => {
-                    found.insert(index, data);
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-        found
-    }
-
     /// Block `index` rebuilt from the other blocks of its column.
     async fn rebuild(
         &self,
@@ -624,28 +602,16 @@ impl Durability {
         index: u64,
         providers: &[PeerId],
     ) -> Result<Bytes, HoldError> {
-        let step = layout.step_of(index);
-        let rows: Vec<u64> = layout.column(step).collect();
-        let others: Vec<u64> =
-            rows.iter().copied().filter(|&i| i != index && !layout.is_padding(i)).collect();
-        let fetched = self.fetch_leaves(manifest.tree_cid, &others, providers).await;
-        let block_size = manifest.block_size_bytes as usize;
+        let fetched = self
+            .inner
+            .fetcher
+            .fetch_leaves(manifest.tree_cid, &layout.rebuild_sources(index), providers)
+            .await;
         self.inner.metrics.repair_bytes.inc_by(fetched.values().map(|b| b.len() as u64).sum::<u64>());
-        let mut column: Vec<Option<Vec<u8>>> = rows
-            .iter()
-            .map(|&i| {
-                if layout.is_padding(i) {
-                    Some(vec![0u8; block_size])
-                } else {
-                    fetched.get(&i).map(|b| b.to_vec())
-                }
-            })
-            .collect();
-        coder
-            .reconstruct(&mut column)
+        let data = coder
+            .rebuild(layout, index, |i| fetched.get(&i).map(|b| b.to_vec()))
             .map_err(|e| HoldError::Unavailable { index, reason: e.to_string() })?;
-        let row = layout.slot_of(index) as usize;
-        Ok(Bytes::from(column[row].take().expect("reconstructed")))
+        Ok(Bytes::from(data))
     }
 
     /// One round of checks over every protected dataset held here, whole or as a slot.

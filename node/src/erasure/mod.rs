@@ -141,6 +141,11 @@ impl Layout {
     pub fn is_padding(&self, index: u64) -> bool {
         (self.blocks..self.rounded).contains(&index)
     }
+
+    /// The blocks that can rebuild block `index`: the others of its column, padding left out.
+    pub fn rebuild_sources(&self, index: u64) -> Vec<u64> {
+        self.column(self.step_of(index)).filter(|&i| i != index && !self.is_padding(i)).collect()
+    }
 }
 
 /// Errors of encoding and decoding.
@@ -204,6 +209,26 @@ impl Coder {
         let mut parity = vec![vec![0u8; self.block_size_bytes]; self.params.m as usize];
         self.code.encode_sep(data, &mut parity).map_err(library)?;
         Ok(parity)
+    }
+
+    /// Block `index` of a dataset laid out as `layout`, rebuilt from the other blocks of its
+    /// column that `found` gives (padding is known to be zeroes).
+    pub fn rebuild(
+        &mut self,
+        layout: &Layout,
+        index: u64,
+        mut found: impl FnMut(u64) -> Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, CodingError> {
+        let mut column: Vec<Option<Vec<u8>>> = layout
+            .column(layout.step_of(index))
+            .map(|i| match i {
+                _ if layout.is_padding(i) => Some(vec![0u8; self.block_size_bytes]),
+                _ if i == index => None,
+                _ => found(i),
+            })
+            .collect();
+        self.reconstruct(&mut column)?;
+        Ok(column[layout.slot_of(index) as usize].take().expect("reconstructed"))
     }
 
     /// Fills in every missing block of a column (`K + M` entries by row, `None` where a block

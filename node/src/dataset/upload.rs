@@ -181,7 +181,15 @@ impl Datasets {
             .compute
             .run(move || MerkleTree::build(leaves).expect("a dataset has at least one block"))
             .await;
-        let tree = std::sync::Arc::new(tree);
+        self.store_tree_leaves(upload, std::sync::Arc::new(tree)).await
+    }
+
+    /// Stores the leaves and proofs of a built dataset tree for `upload`; returns its CID.
+    pub async fn store_tree_leaves(
+        &self,
+        upload: UploadId,
+        tree: std::sync::Arc<MerkleTree>,
+    ) -> Result<Cid, StoreError> {
         let tree_id = tree_cid(&tree.root());
         let blocks_count = tree.leaves_count();
         let mut first = 0;

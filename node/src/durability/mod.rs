@@ -44,7 +44,7 @@ use crate::merkle::{Digest, MerkleTree};
 use crate::metrics::Metrics;
 use crate::net::{Network, PeerId};
 use crate::runtime::NodeRng;
-use crate::store::{HeldSlot, LeafEntry};
+use crate::store::HeldSlot;
 
 /// Cells sampled per challenge (Archivist proves 5 a period).
 pub const SAMPLES: u64 = 5;
@@ -469,17 +469,7 @@ impl Durability {
         let upload = store.begin_upload().await?;
         let result = async {
             store.put_upload_blocks(upload, range.start, blocks).await?;
-            let tree = Arc::new(tree);
-            let total = tree.leaves_count();
-            let mut first = 0;
-            while first < total {
-                let end = (first + 8192).min(total);
-                let entries = (first..end)
-                    .map(|i| LeafEntry { block_cid: block_cid(&tree.leaf(i)), proof: tree.proof(i) })
-                    .collect();
-                store.put_tree_leaves(upload, manifest.tree_cid, first, entries).await?;
-                first = end;
-            }
+            self.inner.datasets.store_tree_leaves(upload, Arc::new(tree)).await?;
             store
                 .commit_slot(
                     upload,

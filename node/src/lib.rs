@@ -19,6 +19,7 @@
 //! protecting it, reading it back), [`metrics`], [`config`]; and, with the
 //! `production` feature, [`api`] (REST), [`cli`] and [`identity`].
 
+pub mod chain;
 pub mod config;
 pub mod content;
 pub mod dataset;
@@ -30,6 +31,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod proofs;
 pub mod runtime;
 pub mod store;
 

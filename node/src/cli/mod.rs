@@ -1,5 +1,6 @@
-//! The command line (production): `neverust start | upload | download`.
+//! The command line (production): `neverust start | upload | download | deploy`.
 
+mod chain;
 mod client;
 mod start;
 
@@ -26,6 +27,9 @@ pub enum Command {
     Upload(UploadArgs),
     /// Download a dataset from a running node.
     Download(DownloadArgs),
+    /// Deploy the marketplace contracts (test token, verifier, marketplace) and write where
+    /// they are, for `start --deployment`.
+    Deploy(chain::DeployArgs),
 }
 
 /// Settings of `start`. Each also reads from the environment (`NEVERUST_<NAME>`, e.g.
@@ -81,6 +85,18 @@ pub struct StartArgs {
     /// Log format: auto (pretty on a terminal), pretty, plain or json [default: auto].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// The chain's JSON-RPC endpoint, http:// or ws://, e.g. ws://localhost:8545 [default: none, no chain].
+    #[arg(long, value_name = "URL")]
+    pub eth_provider: Option<String>,
+    /// File with the account's private key in hex, readable by its owner only [default on a local chain: DATA_DIR/eth.key, made on first start].
+    #[arg(long, value_name = "FILE")]
+    pub eth_private_key: Option<PathBuf>,
+    /// The marketplace contract's address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub marketplace_address: Option<String>,
+    /// The file `neverust deploy` wrote (chain id and contract addresses), instead of --marketplace-address.
+    #[arg(long, value_name = "FILE")]
+    pub deployment: Option<PathBuf>,
     /// Print the merged configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -105,6 +121,10 @@ impl StartArgs {
             block_size: self.block_size,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            eth_provider: self.eth_provider.clone(),
+            eth_private_key: self.eth_private_key.clone(),
+            marketplace_address: self.marketplace_address.clone(),
+            deployment: self.deployment.clone(),
         }
     }
 }
@@ -139,5 +159,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(args) => start::run(args).await,
         Command::Upload(args) => client::upload(args).await,
         Command::Download(args) => client::download(args).await,
+        Command::Deploy(args) => chain::deploy(args).await,
     }
 }

@@ -72,6 +72,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
+    let _market = super::chain::connect(&config).await.context("connecting to the marketplace")?;
     let keypair = crate::identity::load_or_create(data_dir)?;
     let peer_id = crate::identity::peer_id(&keypair).to_string();
 

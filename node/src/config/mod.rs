@@ -133,6 +133,14 @@ pub struct Config {
     pub block_size: ByteSize,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The chain's JSON-RPC endpoint (`http://`, `ws://`); none runs the node without a chain.
+    pub eth_provider: Option<String>,
+    /// File holding the account's private key (hex); on a local chain the node makes one.
+    pub eth_private_key: Option<PathBuf>,
+    /// The marketplace contract's address.
+    pub marketplace_address: Option<String>,
+    /// The file `neverust deploy` wrote: chain id, token, verifier and marketplace addresses.
+    pub deployment: Option<PathBuf>,
 }
 
 /// One layer of configuration: any subset of the keys.
@@ -154,6 +162,10 @@ pub struct PartialConfig {
     pub block_size: Option<ByteSize>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub eth_provider: Option<String>,
+    pub eth_private_key: Option<PathBuf>,
+    pub marketplace_address: Option<String>,
+    pub deployment: Option<PathBuf>,
 }
 
 /// Why a configuration could not be built.
@@ -202,6 +214,10 @@ impl Default for Config {
             block_size: ByteSize(BLOCK_SIZE_DEFAULT_BYTES as u64),
             log_level: "info".into(),
             log_format: LogFormat::Auto,
+            eth_provider: None,
+            eth_private_key: None,
+            marketplace_address: None,
+            deployment: None,
         }
     }
 }
@@ -243,6 +259,10 @@ impl PartialConfig {
                 "BLOCK_SIZE" => layer.block_size = Some(value.parse().map_err(bad)?),
                 "LOG_LEVEL" => layer.log_level = Some(value.clone()),
                 "LOG_FORMAT" => layer.log_format = Some(value.parse().map_err(bad)?),
+                "ETH_PROVIDER" => layer.eth_provider = Some(value.clone()),
+                "ETH_PRIVATE_KEY" => layer.eth_private_key = Some(value.clone().into()),
+                "MARKETPLACE_ADDRESS" => layer.marketplace_address = Some(value.clone()),
+                "DEPLOYMENT" => layer.deployment = Some(value.clone().into()),
                 // CONFIG names the file and is read by the caller; unknown names are reported
                 // by `unknown_env_vars`, not refused, so unrelated tools can share the prefix.
                 _ => {}
@@ -253,7 +273,7 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 16] = [
+        const KNOWN: [&str; 20] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
@@ -269,6 +289,10 @@ impl PartialConfig {
             "BLOCK_SIZE",
             "LOG_LEVEL",
             "LOG_FORMAT",
+            "ETH_PROVIDER",
+            "ETH_PRIVATE_KEY",
+            "MARKETPLACE_ADDRESS",
+            "DEPLOYMENT",
             "CONFIG",
         ];
         vars.into_iter()
@@ -298,7 +322,11 @@ impl PartialConfig {
             storage_quota,
             block_size,
             log_level,
-            log_format
+            log_format,
+            eth_provider,
+            eth_private_key,
+            marketplace_address,
+            deployment
         );
     }
 }
@@ -330,6 +358,10 @@ impl Config {
             block_size: merged.block_size.unwrap_or(d.block_size),
             log_level: merged.log_level.unwrap_or(d.log_level),
             log_format: merged.log_format.unwrap_or(d.log_format),
+            eth_provider: merged.eth_provider,
+            eth_private_key: merged.eth_private_key,
+            marketplace_address: merged.marketplace_address,
+            deployment: merged.deployment,
         };
         config.validate()?;
         Ok(config)
@@ -375,6 +407,47 @@ impl Config {
                     message: format!("{bad:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/8070)"),
                 });
             }
+        }
+        self.validate_chain()
+    }
+
+    fn validate_chain(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.eth_provider
+            && !["http://", "https://", "ws://", "wss://"].iter().any(|s| endpoint.starts_with(s))
+        {
+            return Err(ConfigError::Invalid {
+                key: "eth-provider",
+                message: format!("{endpoint:?} is not an http://, https://, ws:// or wss:// URL"),
+            });
+        }
+        if let Some(address) = &self.marketplace_address
+            && address.parse::<alloy_primitives::Address>().is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "marketplace-address",
+                message: format!("{address:?} is not an address (0x and 40 hex digits)"),
+            });
+        }
+        if self.eth_provider.is_none() {
+            for (key, set) in [
+                ("marketplace-address", self.marketplace_address.is_some()),
+                ("deployment", self.deployment.is_some()),
+                ("eth-private-key", self.eth_private_key.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: "needs eth-provider, the chain's endpoint".into(),
+                    });
+                }
+            }
+        }
+        if self.eth_provider.is_some() && self.marketplace_address.is_none() && self.deployment.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "eth-provider",
+                message: "needs the marketplace: marketplace-address, or deployment (the file `neverust deploy` wrote)"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -478,6 +551,46 @@ mod tests {
             Config::resolve(None, bad_relay, PartialConfig::default()),
             Err(ConfigError::Invalid { key: "relay-node", .. })
         ));
+    }
+
+    #[test]
+    fn chain_settings_are_checked_together() {
+        let check = |layer: PartialConfig| Config::resolve(None, layer, PartialConfig::default());
+        let provider = || Some("http://127.0.0.1:8545".to_string());
+        let address = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".to_string());
+        let ok = check(PartialConfig {
+            eth_provider: provider(),
+            marketplace_address: address.clone(),
+            ..Default::default()
+        });
+        assert!(ok.is_ok(), "{ok:?}");
+        for (layer, key) in [
+            (
+                PartialConfig { eth_provider: Some("127.0.0.1:8545".into()), ..Default::default() },
+                "eth-provider",
+            ),
+            (PartialConfig { eth_provider: provider(), ..Default::default() }, "eth-provider"),
+            (PartialConfig { marketplace_address: address, ..Default::default() }, "marketplace-address"),
+            (
+                PartialConfig {
+                    eth_provider: provider(),
+                    marketplace_address: Some("0x12".into()),
+                    ..Default::default()
+                },
+                "marketplace-address",
+            ),
+            (PartialConfig { deployment: Some("d.json".into()), ..Default::default() }, "deployment"),
+        ] {
+            match check(layer) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("expected an error for {key}, got {other:?}"),
+            }
+        }
+        let layer =
+            env(&[("NEVERUST_ETH_PROVIDER", "ws://localhost:8545"), ("NEVERUST_DEPLOYMENT", "/d.json")])
+                .unwrap();
+        assert_eq!(layer.eth_provider.as_deref(), Some("ws://localhost:8545"));
+        assert_eq!(layer.deployment, Some(PathBuf::from("/d.json")));
     }
 
     #[test]

@@ -1,0 +1,473 @@
+//! One storage request's whole life on chain, scripted, over any [`Chain`]: the check that
+//! a chain adapter (and the chain behind it) carries the marketplace end to end. Tests run it
+//! on a real Anvil through the production adapter; the simulator runs it on its modeled
+//! chain and on Anvil, in virtual time. It stands in for the node's sales and purchasing
+//! state machines, which will make the same calls.
+//!
+//! A client requests storage; one host per slot reserves and fills it with a proof of the
+//! current challenge; hosts prove in every period a proof is required (or about to be); the
+//! host of one slot falls silent after filling it; a validator marks its missed proofs
+//! (slashing it, and earning its reward) until the slot is freed; a spare host repairs the
+//! slot for the repair reward; the request finishes; hosts collect their payouts and the
+//! client its refund. Each actor is a task of its own, as it would be a node of its own.
+//!
+//! At the end every account's token balance is compared, to the unit, with what the
+//! marketplace's rules say it should be, computed here from the walk's own record of fills
+//! and slashes (a model of the rules, independent of the contract's arithmetic).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use alloy_primitives::{Address, U256};
+
+use super::market::{
+    Groth16Proof, Marketplace, Request, RequestId, RequestState, SlotState, collateral_per_slot,
+    price_per_slot_per_second, public_inputs, request_id, slot_id,
+};
+use super::{BlockHead, ChainError};
+use crate::chain::contracts::Marketplace as M;
+
+/// Makes a proof for a challenge's public inputs (entropy, dataset root, slot index).
+pub trait ProofMaker: Send + Sync {
+    fn prove(&self, inputs: [U256; 3]) -> Groth16Proof;
+}
+
+/// Proofs of the stand-in circuit, each from its own seed (so a walk is reproducible).
+pub struct StandInProofs {
+    prover: crate::proofs::stand_in::StandInProver,
+    made: Mutex<u64>,
+}
+
+impl StandInProofs {
+    pub fn new(prover: crate::proofs::stand_in::StandInProver) -> StandInProofs {
+        StandInProofs { prover, made: Mutex::new(0) }
+    }
+}
+
+impl ProofMaker for StandInProofs {
+    fn prove(&self, inputs: [U256; 3]) -> Groth16Proof {
+        use crate::proofs::groth16::{fr_from_u256, proof_to_chain};
+        let [entropy, root, slot] =
+            inputs.map(|v| fr_from_u256(v).expect("public inputs are field elements"));
+        let seed = {
+            let mut made = self.made.lock().expect("proof counter");
+            *made += 1;
+            *made
+        };
+        let inputs = crate::proofs::stand_in::StandInInputs { entropy, root, slot };
+        proof_to_chain(&self.prover.prove(inputs, seed))
+    }
+}
+
+/// The actors and the request.
+pub struct Walk {
+    pub client: Marketplace,
+    /// `hosts[i]` fills slot `i`; the one after the last slot's is the spare that repairs.
+    pub hosts: Vec<Marketplace>,
+    pub validator: Marketplace,
+    /// The request; its client is `client`'s account.
+    pub request: Request,
+    /// The slot whose host stops proving once it has filled it.
+    pub silent_slot: u64,
+}
+
+/// What the walk did and saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WalkReport {
+    pub request: RequestId,
+    pub fills: u64,
+    pub repairs: u64,
+    pub proofs: u64,
+    pub slashes: u64,
+    /// Token balances at the end, and what the rules say they should be.
+    pub balances: BTreeMap<Address, U256>,
+    pub expected: BTreeMap<Address, U256>,
+}
+
+/// Why a walk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{step}: {error}")]
+    Chain { step: String, error: ChainError },
+    #[error("{0}")]
+    Check(String),
+}
+
+fn at(step: impl Into<String>) -> impl FnOnce(ChainError) -> WalkError {
+    let step = step.into();
+    move |error| WalkError::Chain { step, error }
+}
+
+/// What happened, in the order the chain saw it.
+#[derive(Clone, Debug)]
+enum Happened {
+    Fill { slot: u64, host: Address, at: u64, repair: bool },
+    Slash { slot: u64, validator: Address },
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// (block, what), sorted by block at the end.
+    events: Vec<(u64, Happened)>,
+    proofs: u64,
+}
+
+impl Walk {
+    pub async fn run(self, prover: Arc<dyn ProofMaker>) -> Result<WalkReport, WalkError> {
+        let slots = self.request.ask.slots;
+        if self.hosts.len() as u64 != slots + 1 {
+            return Err(WalkError::Check(format!(
+                "{} hosts for {slots} slots and a spare",
+                self.hosts.len()
+            )));
+        }
+        let market = self.client.clone();
+        let mut accounts: Vec<Address> =
+            vec![self.client.account(), self.validator.account(), market.address()];
+        accounts.extend(self.hosts.iter().map(Marketplace::account));
+        let mut before = BTreeMap::new();
+        for account in &accounts {
+            before.insert(*account, market.token_balance(*account).await.map_err(at("reading balances"))?);
+        }
+
+        let id = self.client.request_storage(&self.request).await.map_err(at("requestStorage"))?;
+        let created = self.client.chain().head().await.map_err(at("head"))?;
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let mut tasks = Vec::new();
+        for (index, host) in self.hosts.iter().enumerate() {
+            let slot = (index as u64).min(slots - 1);
+            let role = if index as u64 == slots {
+                HostRole::Repairs(self.silent_slot)
+            } else if slot == self.silent_slot {
+                HostRole::FallsSilent(slot)
+            } else {
+                HostRole::Proves(slot)
+            };
+            let task = host_task(host.clone(), self.request.clone(), role, prover.clone(), ledger.clone());
+            tasks.push(tokio::spawn(task));
+        }
+        tasks.push(tokio::spawn(validator_task(self.validator.clone(), id, slots, ledger.clone())));
+        let client = self.client.clone();
+        let client_task = tokio::spawn(async move {
+            wait_for_state(
+                &client,
+                id,
+                &[RequestState::Finished, RequestState::Failed, RequestState::Cancelled],
+            )
+            .await
+            .map_err(at("waiting for the request to end"))?;
+            client.withdraw_funds(id, None).await.map_err(at("withdrawFunds")).map(drop)
+        });
+        tasks.push(client_task);
+        for task in tasks {
+            task.await.map_err(|e| WalkError::Check(format!("an actor's task failed: {e}")))??;
+        }
+
+        let state = market.request_state(id).await.map_err(at("requestState"))?;
+        if state != RequestState::Finished {
+            return Err(WalkError::Check(format!("the request ended {state:?}, not Finished")));
+        }
+        let mut balances = BTreeMap::new();
+        for account in &accounts {
+            balances.insert(*account, market.token_balance(*account).await.map_err(at("reading balances"))?);
+        }
+        let ledger = Arc::try_unwrap(ledger).map_err(|_| WalkError::Check("ledger still shared".into()))?;
+        let mut ledger = ledger.into_inner().expect("ledger lock");
+        ledger.events.sort_by_key(|(block, _)| *block);
+        let end = created.timestamp + self.request.ask.duration;
+        let deltas = expected_deltas(&self, market.config(), &ledger, end)?;
+        let mut expected = BTreeMap::new();
+        for (account, start) in &before {
+            let delta = deltas.get(account).copied().unwrap_or_default();
+            let value = if delta >= 0 {
+                *start + U256::from(delta as u128)
+            } else {
+                start.checked_sub(U256::from(delta.unsigned_abs())).ok_or_else(|| {
+                    WalkError::Check(format!("{account} would go below zero: {start} {delta:+}"))
+                })?
+            };
+            expected.insert(*account, value);
+        }
+        let count = |f: fn(&Happened) -> bool| ledger.events.iter().filter(|(_, e)| f(e)).count() as u64;
+        let report = WalkReport {
+            request: id,
+            fills: count(|e| matches!(e, Happened::Fill { repair: false, .. })),
+            repairs: count(|e| matches!(e, Happened::Fill { repair: true, .. })),
+            proofs: ledger.proofs,
+            slashes: count(|e| matches!(e, Happened::Slash { .. })),
+            balances,
+            expected,
+        };
+        if report.balances != report.expected {
+            return Err(WalkError::Check(format!(
+                "token balances differ from the rules: got {:?}, expected {:?}",
+                report.balances, report.expected
+            )));
+        }
+        if report.repairs != 1 {
+            return Err(WalkError::Check(format!("{} repairs, expected 1", report.repairs)));
+        }
+        Ok(report)
+    }
+}
+
+/// The balance changes the marketplace's rules give for what happened, signed.
+fn expected_deltas(
+    walk: &Walk,
+    config: &M::MarketplaceConfig,
+    ledger: &Ledger,
+    end: u64,
+) -> Result<BTreeMap<Address, i128>, WalkError> {
+    let ask = &walk.request.ask;
+    let amount = |value: U256| -> i128 { value.saturating_to::<u128>() as i128 };
+    let collateral = amount(collateral_per_slot(ask));
+    let per_second = amount(price_per_slot_per_second(ask));
+    let slash = collateral * i128::from(config.collateral.slashPercentage) / 100;
+    let max_slashes = u64::from(config.collateral.maxNumberOfSlashes);
+
+    struct Tenure {
+        host: Address,
+        at: u64,
+        collateral: i128,
+        slashes: u64,
+    }
+    let mut deltas: BTreeMap<Address, i128> = BTreeMap::new();
+    let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
+    let mut forfeited: i128 = 0;
+    for (_, event) in &ledger.events {
+        match event {
+            Happened::Fill { slot, host, at, repair } => {
+                let mut due = collateral;
+                if *repair {
+                    let repair_reward = (collateral * i128::from(config.collateral.repairRewardPercentage)
+                        / 100)
+                        .min(forfeited);
+                    forfeited -= repair_reward;
+                    due -= repair_reward;
+                }
+                *deltas.entry(*host).or_default() -= due;
+                tenures.insert(*slot, Tenure { host: *host, at: *at, collateral, slashes: 0 });
+            }
+            Happened::Slash { slot, validator } => {
+                let tenure = tenures
+                    .get_mut(slot)
+                    .ok_or_else(|| WalkError::Check(format!("slash of empty slot {slot}")))?;
+                let slashed = slash.min(tenure.collateral);
+                tenure.collateral -= slashed;
+                tenure.slashes += 1;
+                let paid = slashed * i128::from(config.collateral.validatorRewardPercentage) / 100;
+                *deltas.entry(*validator).or_default() += paid;
+                forfeited += slashed - paid;
+                if tenure.slashes >= max_slashes {
+                    forfeited += tenure.collateral; // freed: the rest of the collateral is lost too
+                    tenures.remove(slot);
+                }
+            }
+        }
+    }
+    // Hosts still holding their slots at the end are paid from their fill to the end, and get
+    // their collateral back; the client paid the price and gets back the rest, with what
+    // hosts forfeited and repairs did not take.
+    let mut paid_to_hosts = 0;
+    for tenure in tenures.values() {
+        let payment = i128::from(end.saturating_sub(tenure.at)) * per_second;
+        paid_to_hosts += payment;
+        *deltas.entry(tenure.host).or_default() += payment + tenure.collateral;
+    }
+    *deltas.entry(walk.client.account()).or_default() += forfeited - paid_to_hosts;
+    Ok(deltas)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum HostRole {
+    /// Fills the slot and proves until the request ends.
+    Proves(u64),
+    /// Fills the slot, then never proves.
+    FallsSilent(u64),
+    /// Waits for the slot to be freed, then repairs it and proves.
+    Repairs(u64),
+}
+
+async fn host_task(
+    host: Marketplace,
+    request: Request,
+    role: HostRole,
+    prover: Arc<dyn ProofMaker>,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Result<(), WalkError> {
+    let id = request_id(&request);
+    let (slot, repair) = match role {
+        HostRole::Proves(slot) | HostRole::FallsSilent(slot) => (slot, false),
+        HostRole::Repairs(slot) => (slot, true),
+    };
+    let sid = slot_id(id, slot);
+    let ended = [RequestState::Finished, RequestState::Failed, RequestState::Cancelled];
+    if repair {
+        // Wait for the slot to be freed (or the request to end without it).
+        let mut head = host.chain().head().await.map_err(at("head"))?;
+        loop {
+            if ended.contains(&request_state_or_new(&host, id).await?) {
+                return Ok(());
+            }
+            if host.slot_state(sid).await.map_err(at("slotState"))? == SlotState::Repair {
+                break;
+            }
+            head = host.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+        }
+    } else {
+        wait_for_request(&host, id).await?;
+    }
+    host.reserve_slot(id, slot).await.map_err(at(format!("reserveSlot {slot}")))?;
+    let receipt = with_fresh_proofs(&host, &request, slot, &*prover, |proof| host.fill_slot(id, slot, proof))
+        .await
+        .map_err(at(format!("fillSlot {slot}")))?;
+    ledger
+        .lock()
+        .expect("ledger")
+        .events
+        .push((receipt.block, Happened::Fill { slot, host: host.account(), at: receipt.timestamp, repair }));
+    if matches!(role, HostRole::FallsSilent(_)) {
+        return Ok(()); // it never proves, and loses the slot
+    }
+
+    // Prove once a period, whenever a proof is required or about to be.
+    let mut head = host.chain().head().await.map_err(at("head"))?;
+    let mut proved_in: Option<u64> = Some(host.period_of(receipt.timestamp));
+    loop {
+        let state = host.request_state(id).await.map_err(at("requestState"))?;
+        if ended.contains(&state) {
+            break;
+        }
+        let period = host.period_of(head.timestamp);
+        if proved_in != Some(period)
+            && host.slot_state(sid).await.map_err(at("slotState"))? == SlotState::Filled
+        {
+            let due = host.is_proof_required(sid).await.map_err(at("isProofRequired"))?
+                || host.will_proof_be_required(sid).await.map_err(at("willProofBeRequired"))?;
+            if due {
+                match with_fresh_proofs(&host, &request, slot, &*prover, |proof| {
+                    host.submit_proof(sid, proof)
+                })
+                .await
+                {
+                    Ok(_) => {
+                        ledger.lock().expect("ledger").proofs += 1;
+                        proved_in = Some(period);
+                    }
+                    Err(e) if e.is(M::Proofs_ProofAlreadySubmitted {}) => proved_in = Some(period),
+                    // The period turned while the proof was on its way: prove the new one.
+                    Err(e) if e.is(M::Proofs_InvalidProof {}) => {}
+                    // The request ended while the proof was on its way (or the slot was lost:
+                    // freeing it at the end says so).
+                    Err(e) if e.is(M::Marketplace_SlotNotAcceptingProofs {}) => {}
+                    Err(e) => return Err(at(format!("submitProof {slot}"))(e)),
+                }
+            }
+        }
+        head = host.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+    }
+    host.free_slot(sid, None).await.map_err(at(format!("freeSlot {slot}")))?;
+    Ok(())
+}
+
+/// Runs `send` with a proof of the challenge in the newest block, again with a new proof
+/// when the challenge moved before the transaction was mined (the period turned, or the
+/// pointer wrapped).
+async fn with_fresh_proofs<F, Fut>(
+    host: &Marketplace,
+    request: &Request,
+    slot: u64,
+    prover: &dyn ProofMaker,
+    send: F,
+) -> Result<super::Receipt, ChainError>
+where
+    F: Fn(Groth16Proof) -> Fut,
+    Fut: std::future::Future<Output = Result<super::Receipt, ChainError>>,
+{
+    let sid = slot_id(request_id(request), slot);
+    let mut tries = 0;
+    loop {
+        let challenge = host.challenge(sid).await?;
+        let proof = prover.prove(public_inputs(challenge, request.content.merkleRoot, slot));
+        match send(proof).await {
+            Err(e) if e.is(M::Proofs_InvalidProof {}) && tries < 4 => tries += 1,
+            result => return result,
+        }
+    }
+}
+
+/// The validator: each block, marks the missed proofs of the period just ended.
+async fn validator_task(
+    validator: Marketplace,
+    id: RequestId,
+    slots: u64,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Result<(), WalkError> {
+    wait_for_request(&validator, id).await?;
+    let mut marked: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut head: BlockHead = validator.chain().head().await.map_err(at("head"))?;
+    loop {
+        let state = validator.request_state(id).await.map_err(at("requestState"))?;
+        if matches!(state, RequestState::Finished | RequestState::Failed | RequestState::Cancelled) {
+            return Ok(());
+        }
+        let ended = validator.period_of(head.timestamp).saturating_sub(1);
+        for slot in 0..slots {
+            if marked.contains(&(slot, ended)) {
+                continue;
+            }
+            let sid = slot_id(id, slot);
+            if validator.can_mark_proof_as_missing(sid, ended).await.is_ok() {
+                match validator.mark_proof_as_missing(sid, ended).await {
+                    Ok(receipt) => {
+                        marked.insert((slot, ended));
+                        let slash = Happened::Slash { slot, validator: validator.account() };
+                        ledger.lock().expect("ledger").events.push((receipt.block, slash));
+                    }
+                    // Too late, or proven meanwhile: nothing to mark.
+                    Err(ChainError::Revert(_)) => {}
+                    Err(e) => return Err(at(format!("markProofAsMissing {slot}"))(e)),
+                }
+            }
+        }
+        head = validator.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+    }
+}
+
+/// The request's state; `New` while the client's transaction is not mined yet.
+async fn request_state_or_new(market: &Marketplace, id: RequestId) -> Result<RequestState, WalkError> {
+    match market.request_state(id).await {
+        Ok(state) => Ok(state),
+        Err(e) if e.is(M::Marketplace_UnknownRequest {}) => Ok(RequestState::New),
+        Err(e) => Err(at("requestState")(e)),
+    }
+}
+
+/// Waits until the request is on chain.
+async fn wait_for_request(market: &Marketplace, id: RequestId) -> Result<(), WalkError> {
+    let mut head = market.chain().head().await.map_err(at("head"))?;
+    loop {
+        match market.request_state(id).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is(M::Marketplace_UnknownRequest {}) => {}
+            Err(e) => return Err(at("requestState")(e)),
+        }
+        head = market.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+    }
+}
+
+/// Waits until the request is in one of `states`.
+async fn wait_for_state(
+    market: &Marketplace,
+    id: RequestId,
+    states: &[RequestState],
+) -> Result<RequestState, ChainError> {
+    let mut head = market.chain().head().await?;
+    loop {
+        let state = market.request_state(id).await?;
+        if states.contains(&state) {
+            return Ok(state);
+        }
+        head = market.chain().next_block(head.number).await?;
+    }
+}

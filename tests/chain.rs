@@ -127,6 +127,28 @@ async fn a_request_walks_through_its_life_on_anvil() {
         Some(&U256::ZERO),
         "the marketplace owes nothing"
     );
+
+    // Following the marketplace's events from its deployment reads the whole story back.
+    let mut follower = EventFollower::new(deployer.clone(), deployment.marketplace, deployment.block);
+    let head = deployer.head().await.unwrap();
+    let mut names = std::collections::BTreeMap::<&str, usize>::new();
+    while follower.next_block() <= head.number {
+        let (_, logs) = follower.next().await.unwrap();
+        for event in logs.iter().filter_map(market_event) {
+            let name = match event {
+                MarketplaceEvents::StorageRequested(_) => "requested",
+                MarketplaceEvents::SlotFilled(_) => "filled",
+                MarketplaceEvents::SlotFreed(_) => "freed",
+                MarketplaceEvents::RequestFulfilled(_) => "started",
+                MarketplaceEvents::ProofSubmitted(_) => "proof",
+                _ => "other",
+            };
+            *names.entry(name).or_default() += 1;
+        }
+    }
+    let counts = (names["requested"], names["filled"], names["freed"], names["started"]);
+    assert_eq!(counts, (1, 4, 1, 1), "{names:?}");
+    assert_eq!(names["proof"] as u64, report.proofs + 4, "each fill carries a proof too");
 }
 
 /// Every kind of revert reaches the caller as a typed error naming the contract's error:
@@ -325,4 +347,75 @@ fn a_node_refuses_a_wrong_chain_at_start() {
         "{error}"
     );
     assert!(dir.path().join("data").join("eth.key").exists(), "the key was kept for next time");
+}
+
+/// Archivist's example proof verifies under Archivist's deployed key in our verifier on a
+/// real Anvil, and a changed public signal does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archivist_proof_verifies_on_anvil() {
+    use neverust::proofs::groth16::{Verifier, fr_to_u256, proof_from_snarkjs, public_inputs_from_snarkjs};
+    let anvil = Anvil::spawn(&[]).unwrap();
+    let deployer = deployer(&anvil).await;
+    let key =
+        Verifier::from_snarkjs(include_str!("../node/src/proofs/fixtures/proof_main_verification_key.json"))
+            .unwrap();
+    let code = [
+        Groth16Verifier::BYTECODE.as_ref(),
+        &alloy_sol_types::SolConstructor::abi_encode(&Groth16Verifier::constructorCall {
+            key: key.to_chain(),
+        }),
+    ]
+    .concat();
+    let receipt =
+        deployer.send(Transaction { to: None, data: code.into(), gas_padding_percent: 20 }).await.unwrap();
+    let verifier = receipt.contract_address.unwrap();
+    let proof = proof_to_chain_verifier(
+        &proof_from_snarkjs(include_str!("../node/src/proofs/fixtures/proof.json")).unwrap(),
+    );
+    let inputs: Vec<U256> =
+        public_inputs_from_snarkjs(include_str!("../node/src/proofs/fixtures/public.json"))
+            .unwrap()
+            .iter()
+            .map(fr_to_u256)
+            .collect();
+    let verify = |signals: Vec<U256>| {
+        let call = Groth16Verifier::verifyCall { proof: proof.clone(), pubSignals: signals };
+        let deployer = deployer.clone();
+        async move { neverust::chain::market::view(&*deployer, verifier, call).await.unwrap() }
+    };
+    assert!(verify(inputs.clone()).await, "Archivist's proof under Archivist's key");
+    let mut changed = inputs.clone();
+    changed[0] += U256::from(1);
+    assert!(!verify(changed).await, "a changed entropy");
+}
+
+fn proof_to_chain_verifier(proof: &ark_groth16::Proof<ark_bn254::Bn254>) -> Groth16Verifier::Groth16Proof {
+    let proof = neverust::proofs::groth16::proof_to_chain(proof);
+    alloy_sol_types::SolValue::abi_decode(&alloy_sol_types::SolValue::abi_encode(&proof)).unwrap()
+}
+
+/// A transaction the pool forgets is sent again, with higher fees, and mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_sent_again() {
+    let anvil = Anvil::spawn(&["--no-mining"]).unwrap();
+    let deployer = deployer(&anvil).await;
+    let sender = account(&anvil, 1).await;
+    let to = Address::repeat_byte(0x42);
+    let send = tokio::spawn(async move {
+        sender.send(Transaction { to: Some(to), data: Bytes::new(), gas_padding_percent: 0 }).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pool: serde_json::Value = deployer.raw("txpool_status", ()).await.unwrap();
+        if pool["pending"].as_str() == Some("0x1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the transaction never reached the pool");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deployer.raw::<_, serde_json::Value>("anvil_dropAllTransactions", ()).await.unwrap();
+    let _miner = Miner::start(deployer.clone(), Duration::from_millis(100), 1);
+    let receipt = send.await.unwrap().expect("sent again and mined");
+    let tx: serde_json::Value = deployer.raw("eth_getTransactionByHash", (receipt.tx_hash,)).await.unwrap();
+    assert_eq!(tx["nonce"].as_str(), Some("0x0"), "the same nonce");
 }

@@ -13,6 +13,8 @@
 //! transactions mined in arrival order while they fit in the block's gas limit, nonce gaps
 //! waiting in the pool, and calls (`eth_call`) evaluated in the environment of the head block.
 
+pub mod anvil;
+
 use std::collections::BTreeMap;
 
 use revm::context::result::{ExecutionResult, Output};
@@ -86,7 +88,7 @@ pub struct Receipt {
 }
 
 /// A mined block.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Block {
     pub number: u64,
     pub timestamp: u64,
@@ -128,7 +130,9 @@ pub enum PoolError {
 /// An EVM chain whose blocks the caller makes.
 pub struct ModeledChain {
     params: ChainParams,
-    evm: Evm,
+    /// The state. An EVM is built over it for each block and each call (revm's EVM is not
+    /// `Send`; the state is, and building is cheap).
+    db: Db,
     blocks: Vec<Block>,
     receipts: BTreeMap<B256, Receipt>,
     /// Submitted, not mined yet, in arrival order.
@@ -142,14 +146,6 @@ impl ModeledChain {
         for (address, balance) in alloc {
             db.insert_account_info(*address, AccountInfo::default().with_balance(*balance));
         }
-        let chain_id = params.chain_id;
-        let evm = Context::mainnet()
-            .modify_cfg_chained(|cfg| {
-                cfg.set_spec_and_mainnet_gas_params(SpecId::PRAGUE);
-                cfg.chain_id = chain_id;
-            })
-            .with_db(db)
-            .build_mainnet();
         let genesis = Block {
             number: 0,
             timestamp: params.genesis_timestamp,
@@ -159,7 +155,7 @@ impl ModeledChain {
             transactions: Vec::new(),
         };
         let mut chain =
-            ModeledChain { params, evm, blocks: Vec::new(), receipts: BTreeMap::new(), pool: Vec::new() };
+            ModeledChain { params, db, blocks: Vec::new(), receipts: BTreeMap::new(), pool: Vec::new() };
         chain.append(genesis);
         chain
     }
@@ -210,13 +206,24 @@ impl ModeledChain {
 
     /// Sets an account's ether (Anvil's `anvil_setBalance`).
     pub fn set_balance(&mut self, who: Address, balance: U256) {
-        let db = &mut self.evm.ctx.journaled_state.database;
+        let db = &mut self.db;
         let info = db.basic_ref(who).ok().flatten().unwrap_or_default().with_balance(balance);
         db.insert_account_info(who, info);
     }
 
+    /// The code deployed at `at` (empty when none).
+    pub fn code(&self, at: Address) -> Bytes {
+        let db = &self.db;
+        let Some(info) = db.basic_ref(at).ok().flatten() else { return Bytes::new() };
+        let code = match info.code {
+            Some(code) if !code.is_empty() => Some(code),
+            _ => db.code_by_hash_ref(info.code_hash).ok(),
+        };
+        code.map(|c| c.original_bytes()).unwrap_or_default()
+    }
+
     fn account(&self, who: Address) -> Option<AccountInfo> {
-        self.evm.ctx.journaled_state.database.basic_ref(who).ok().flatten()
+        self.db.basic_ref(who).ok().flatten()
     }
 
     /// Checks a transaction as a pool would and queues it; a transaction with the sender
@@ -282,27 +289,26 @@ impl ModeledChain {
         );
         let number = head.number + 1;
         let base_fee = next_base_fee(&head, self.params.block_gas_limit);
-        self.evm.ctx.block = self.block_env(number, timestamp, base_fee);
-
+        let mut evm = self.build(self.block_env(number, timestamp, base_fee));
         let mut gas_used = 0u64;
         let mut transactions = Vec::new();
         loop {
+            let state = &evm.ctx.journaled_state.database;
             let next = self.pool.iter().position(|(_, tx)| {
-                tx.nonce == self.nonce(tx.from)
+                tx.nonce == nonce_in(state, tx.from)
                     && gas_used + tx.gas_limit <= self.params.block_gas_limit
                     && tx.max_fee_per_gas >= u128::from(base_fee)
             });
             let Some(index) = next else { break };
             let (hash, tx) = self.pool.remove(index);
-            match self.execute(&tx, hash, number, base_fee) {
-                Some(receipt) => {
-                    gas_used += receipt.gas_used;
-                    transactions.push(hash);
-                    self.receipts.insert(hash, receipt);
-                }
-                None => {} // invalid at execution (balance spent by an earlier one): dropped
+            // None: no longer valid at execution (its balance spent by an earlier one): dropped.
+            if let Some(receipt) = execute(&mut evm, self.params.chain_id, &tx, hash, number, base_fee) {
+                gas_used += receipt.gas_used;
+                transactions.push(hash);
+                self.receipts.insert(hash, receipt);
             }
         }
+        self.restore(evm);
         let hash = block_hash(&head.hash, number, timestamp, &transactions);
         self.append(Block { number, timestamp, hash, base_fee, gas_used, transactions });
         self.head()
@@ -339,7 +345,6 @@ impl ModeledChain {
     }
 
     fn call_in(&mut self, env: BlockEnv, from: Address, to: Address, data: Bytes) -> CallOutcome {
-        self.evm.ctx.block = env;
         let tx = TxEnv::builder()
             .caller(from)
             .kind(TxKind::Call(to))
@@ -349,7 +354,10 @@ impl ModeledChain {
             .gas_price(0)
             .chain_id(Some(self.params.chain_id))
             .build_fill();
-        match self.evm.transact(tx) {
+        let mut evm = self.build(env);
+        let result = evm.transact(tx);
+        self.restore(evm);
+        match result {
             Ok(result) => outcome(result.result),
             Err(e) => CallOutcome::Halt(e.to_string()),
         }
@@ -359,7 +367,7 @@ impl ModeledChain {
     /// the 1/64 of every call's gas the EVM holds back, plus a margin; or why it fails.
     pub fn estimate_gas(&mut self, tx: &TxRequest) -> Result<u64, CallOutcome> {
         let head = self.head().clone();
-        self.evm.ctx.block = self.block_env(head.number, head.timestamp, 0);
+        let block = self.block_env(head.number, head.timestamp, 0);
         let env = TxEnv::builder()
             .caller(tx.from)
             .kind(tx.to.map_or(TxKind::Create, TxKind::Call))
@@ -370,7 +378,10 @@ impl ModeledChain {
             .gas_price(0)
             .chain_id(Some(self.params.chain_id))
             .build_fill();
-        match self.evm.transact(env) {
+        let mut evm = self.build(block);
+        let result = evm.transact(env);
+        self.restore(evm);
+        match result {
             Ok(result) => match &result.result {
                 ExecutionResult::Success { gas, .. } => {
                     let spent = gas.total_gas_spent();
@@ -397,12 +408,30 @@ impl ModeledChain {
 
     fn append(&mut self, block: Block) {
         // BLOCKHASH answers from this table (for the 256 most recent blocks).
-        self.evm.ctx.journaled_state.database.cache.block_hashes.insert(U256::from(block.number), block.hash);
+        self.db.cache.block_hashes.insert(U256::from(block.number), block.hash);
         self.blocks.push(block);
     }
 
+    /// An EVM over the state, in block `block`; [`ModeledChain::restore`] gives the state back.
+    fn build(&mut self, block: BlockEnv) -> Evm {
+        let chain_id = self.params.chain_id;
+        let mut evm = Context::mainnet()
+            .modify_cfg_chained(|cfg| {
+                cfg.set_spec_and_mainnet_gas_params(SpecId::PRAGUE);
+                cfg.chain_id = chain_id;
+            })
+            .with_db(std::mem::take(&mut self.db))
+            .build_mainnet();
+        evm.ctx.block = block;
+        evm
+    }
+
+    fn restore(&mut self, mut evm: Evm) {
+        self.db = std::mem::take(&mut evm.ctx.journaled_state.database);
+    }
+
     fn block_env(&self, number: u64, timestamp: u64, base_fee: u64) -> BlockEnv {
-        let mut env = self.evm.ctx.block.clone();
+        let mut env = BlockEnv::default();
         env.number = U256::from(number);
         env.timestamp = U256::from(timestamp);
         env.basefee = base_fee;
@@ -410,44 +439,55 @@ impl ModeledChain {
         env.prevrandao = Some(keccak256(number.to_be_bytes()));
         env
     }
+}
 
-    /// Runs a pooled transaction in the block being made; `None` when it is no longer valid.
-    fn execute(&mut self, tx: &TxRequest, hash: B256, number: u64, base_fee: u64) -> Option<Receipt> {
-        let env = TxEnv::builder()
-            .caller(tx.from)
-            .kind(tx.to.map_or(TxKind::Create, TxKind::Call))
-            .data(tx.data.clone())
-            .value(tx.value)
-            .nonce(tx.nonce)
-            .gas_limit(tx.gas_limit)
-            .max_fee_per_gas(tx.max_fee_per_gas)
-            .gas_priority_fee(Some(tx.max_priority_fee_per_gas))
-            .chain_id(Some(self.params.chain_id))
-            .build_fill();
-        let result = self.evm.transact_commit(env).ok()?;
-        let effective_gas_price = tx.max_fee_per_gas.min(u128::from(base_fee) + tx.max_priority_fee_per_gas);
-        let gas_used = result.tx_gas_used();
-        let (success, output, logs, contract_address) = match result {
-            ExecutionResult::Success { output: Output::Create(code, address), logs, .. } => {
-                (true, code, logs, address)
-            }
-            ExecutionResult::Success { output: Output::Call(data), logs, .. } => (true, data, logs, None),
-            ExecutionResult::Revert { output, .. } => (false, output, Vec::new(), None),
-            ExecutionResult::Halt { .. } => (false, Bytes::new(), Vec::new(), None),
-        };
-        Some(Receipt {
-            tx_hash: hash,
-            block_number: number,
-            from: tx.from,
-            to: tx.to,
-            contract_address,
-            success,
-            gas_used,
-            effective_gas_price,
-            logs,
-            output,
-        })
-    }
+/// Runs a pooled transaction in the block being made; `None` when it is no longer valid.
+fn execute(
+    evm: &mut Evm,
+    chain_id: u64,
+    tx: &TxRequest,
+    hash: B256,
+    number: u64,
+    base_fee: u64,
+) -> Option<Receipt> {
+    let env = TxEnv::builder()
+        .caller(tx.from)
+        .kind(tx.to.map_or(TxKind::Create, TxKind::Call))
+        .data(tx.data.clone())
+        .value(tx.value)
+        .nonce(tx.nonce)
+        .gas_limit(tx.gas_limit)
+        .max_fee_per_gas(tx.max_fee_per_gas)
+        .gas_priority_fee(Some(tx.max_priority_fee_per_gas))
+        .chain_id(Some(chain_id))
+        .build_fill();
+    let result = evm.transact_commit(env).ok()?;
+    let effective_gas_price = tx.max_fee_per_gas.min(u128::from(base_fee) + tx.max_priority_fee_per_gas);
+    let gas_used = result.tx_gas_used();
+    let (success, output, logs, contract_address) = match result {
+        ExecutionResult::Success { output: Output::Create(code, address), logs, .. } => {
+            (true, code, logs, address)
+        }
+        ExecutionResult::Success { output: Output::Call(data), logs, .. } => (true, data, logs, None),
+        ExecutionResult::Revert { output, .. } => (false, output, Vec::new(), None),
+        ExecutionResult::Halt { .. } => (false, Bytes::new(), Vec::new(), None),
+    };
+    Some(Receipt {
+        tx_hash: hash,
+        block_number: number,
+        from: tx.from,
+        to: tx.to,
+        contract_address,
+        success,
+        gas_used,
+        effective_gas_price,
+        logs,
+        output,
+    })
+}
+
+fn nonce_in(db: &Db, who: Address) -> u64 {
+    db.basic_ref(who).ok().flatten().map_or(0, |a| a.nonce)
 }
 
 fn outcome(result: ExecutionResult) -> CallOutcome {
@@ -500,6 +540,81 @@ fn block_hash(parent: &B256, number: u64, timestamp: u64, transactions: &[B256])
         bytes.extend_from_slice(hash.as_slice());
     }
     keccak256(bytes)
+}
+
+/// An EVM chain the simulator steps block by block: [`ModeledChain`] in process, or a real
+/// Anvil ([`anvil::AnvilBackend`]). Both answer the same questions the same way, so a run
+/// over either gives the same trace.
+pub trait EvmBackend: Send {
+    fn head(&self) -> Block;
+    /// The base fee the next block will have.
+    fn next_base_fee(&self) -> u64;
+    /// The nonce a new transaction from `who` takes (past its pooled ones).
+    fn pending_nonce(&mut self, who: Address) -> u64;
+    fn balance(&mut self, who: Address) -> U256;
+    fn code(&mut self, at: Address) -> Bytes;
+    fn set_balance(&mut self, who: Address, balance: U256);
+    /// Queues a transaction; its hash, or why the pool refused it.
+    fn submit(&mut self, tx: TxRequest) -> Result<B256, String>;
+    /// Makes the next block at `timestamp`; the receipts of the transactions it took.
+    fn mine(&mut self, timestamp: u64) -> (Block, Vec<Receipt>);
+    /// A call in the head block's state and environment.
+    fn call(&mut self, from: Address, to: Address, data: Bytes) -> CallOutcome;
+    fn estimate_gas(&mut self, tx: &TxRequest) -> Result<u64, CallOutcome>;
+    /// Logs of `address` in blocks `from..=to`, with their block numbers.
+    fn logs(&mut self, address: Address, from: u64, to: u64) -> Vec<(u64, Log)>;
+}
+
+impl EvmBackend for ModeledChain {
+    fn head(&self) -> Block {
+        ModeledChain::head(self).clone()
+    }
+
+    fn next_base_fee(&self) -> u64 {
+        ModeledChain::next_base_fee(self)
+    }
+
+    fn pending_nonce(&mut self, who: Address) -> u64 {
+        ModeledChain::pending_nonce(self, who)
+    }
+
+    fn balance(&mut self, who: Address) -> U256 {
+        ModeledChain::balance(self, who)
+    }
+
+    fn code(&mut self, at: Address) -> Bytes {
+        ModeledChain::code(self, at)
+    }
+
+    fn set_balance(&mut self, who: Address, balance: U256) {
+        ModeledChain::set_balance(self, who, balance)
+    }
+
+    fn submit(&mut self, tx: TxRequest) -> Result<B256, String> {
+        ModeledChain::submit(self, tx).map_err(|e| e.to_string())
+    }
+
+    fn mine(&mut self, timestamp: u64) -> (Block, Vec<Receipt>) {
+        let block = ModeledChain::mine(self, timestamp).clone();
+        let receipts = block.transactions.iter().map(|h| self.receipts[h].clone()).collect();
+        (block, receipts)
+    }
+
+    fn call(&mut self, from: Address, to: Address, data: Bytes) -> CallOutcome {
+        ModeledChain::call(self, from, to, data)
+    }
+
+    fn estimate_gas(&mut self, tx: &TxRequest) -> Result<u64, CallOutcome> {
+        ModeledChain::estimate_gas(self, tx)
+    }
+
+    fn logs(&mut self, address: Address, from: u64, to: u64) -> Vec<(u64, Log)> {
+        ModeledChain::logs(self, from, to)
+            .into_iter()
+            .filter(|(_, log)| log.address == address)
+            .map(|(n, log)| (n, log.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

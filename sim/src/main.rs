@@ -12,6 +12,8 @@ fn main() {
 }
 
 #[cfg(madsim)]
+mod chain;
+#[cfg(madsim)]
 mod dht;
 #[cfg(madsim)]
 mod disk;
@@ -40,7 +42,7 @@ mod cli {
 
     use crate::report;
     use crate::scenario::Scenario;
-    use crate::world::{self, Outcome};
+    use crate::world::{self, ChainBackendKind, Outcome};
 
     /// The deterministic simulator: Neverust nodes under madsim, faults from scenario files.
     #[derive(Debug, Parser)]
@@ -74,12 +76,20 @@ mod cli {
             /// Override the scenario's node count (to measure speed at scale).
             #[arg(long, value_name = "N")]
             nodes: Option<u64>,
+            /// The chain of a scenario with `[chain]`: revm in process, or a real Anvil.
+            #[arg(long, value_enum, default_value = "revm")]
+            chain: ChainBackendKind,
         },
         /// Run every scenario in a directory [default: scenarios] with its `suite-seeds`,
         /// each seed twice to check determinism (what CI runs).
         Suite {
             #[arg(default_value = "scenarios")]
             dir: PathBuf,
+            /// With `anvil`: run only the scenarios with a chain, each seed over revm and over a
+            /// real Anvil, and fail if their trace hashes differ (the in-process chain is
+            /// faithful).
+            #[arg(long, value_enum, default_value = "revm")]
+            chain: ChainBackendKind,
         },
         /// Re-run a failure from the line it printed: `<scenario>@<seed>[#<trace hash>]`.
         Replay { line: String },
@@ -91,6 +101,8 @@ mod cli {
             seed: u64,
             #[arg(long)]
             nodes: Option<u64>,
+            #[arg(long, value_enum, default_value = "revm")]
+            chain: ChainBackendKind,
         },
         /// List the scenarios in a directory [default: scenarios].
         List {
@@ -141,7 +153,16 @@ mod cli {
 
     fn run(command: Command) -> Result<i32, String> {
         match command {
-            Command::Run { scenario: path, seed, seeds, check_determinism, json, report: html, nodes } => {
+            Command::Run {
+                scenario: path,
+                seed,
+                seeds,
+                check_determinism,
+                json,
+                report: html,
+                nodes,
+                chain,
+            } => {
                 load(&path)?;
                 let seeds = match (seed, seeds) {
                     (_, Some(range)) => parse_seeds(&range)?.collect::<Vec<_>>(),
@@ -151,10 +172,10 @@ mod cli {
                 let mut outcomes = Vec::new();
                 let mut code = 0;
                 for seed in seeds {
-                    let outcome = world::run_isolated(&path, seed, nodes)?;
+                    let outcome = world::run_isolated(&path, seed, nodes, chain)?;
                     print!("{}", report::summary(&outcome));
                     if check_determinism {
-                        let again = world::run_isolated(&path, seed, nodes)?;
+                        let again = world::run_isolated(&path, seed, nodes, chain)?;
                         if again.trace_hash == outcome.trace_hash {
                             println!(
                                 "determinism: seed {seed} ran twice with trace hash {}",
@@ -203,7 +224,7 @@ mod cli {
                 let seed: u64 = seed.parse().map_err(|_| format!("{seed:?} is not a seed"))?;
                 let path = PathBuf::from(path);
                 load(&path)?;
-                let outcome = world::run_isolated(&path, seed, None)?;
+                let outcome = world::run_isolated(&path, seed, None, ChainBackendKind::Revm)?;
                 print!("{}", report::summary(&outcome));
                 match expected_hash {
                     Some(hash) if hash == outcome.trace_hash => {
@@ -220,29 +241,36 @@ mod cli {
                 }
                 Ok(if outcome.ok() { 0 } else { 1 })
             }
-            Command::One { scenario, seed, nodes } => {
+            Command::One { scenario, seed, nodes, chain } => {
                 let mut scenario = load(&scenario)?;
                 if let Some(n) = nodes {
                     scenario.nodes.count = crate::scenario::Param::Scalar(n);
                     scenario.validate().map_err(|e| format!("--nodes {n}: {e}"))?;
                 }
-                let outcome = world::run(&scenario, seed);
+                let outcome = world::run(&scenario, seed, chain)?;
                 println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));
                 Ok(0)
             }
-            Command::Suite { dir } => {
+            Command::Suite { dir, chain } => {
                 let wall = std::time::Instant::now();
                 let mut failures = Vec::new();
                 let mut runs = 0;
                 for file in scenario_files(&dir)? {
                     let scenario = load(&file)?;
+                    if chain == ChainBackendKind::Anvil && scenario.chain.is_none() {
+                        continue;
+                    }
                     for seed in parse_seeds(&scenario.suite_seeds)? {
-                        let first = world::run_isolated(&file, seed, None)?;
-                        let again = world::run_isolated(&file, seed, None)?;
+                        // Twice on one chain (determinism), or on revm then on Anvil (fidelity).
+                        let first = world::run_isolated(&file, seed, None, ChainBackendKind::Revm)?;
+                        let again = world::run_isolated(&file, seed, None, chain)?;
                         runs += 2;
-                        let status = match (first.ok(), first.trace_hash == again.trace_hash) {
+                        let status = match (first.ok() && again.ok(), first.trace_hash == again.trace_hash) {
+                            (true, true) if chain == ChainBackendKind::Anvil => {
+                                "pass: Anvil gives the same trace hash".to_string()
+                            }
                             (true, true) => "pass".to_string(),
-                            (false, _) => {
+                            (false, _) if !first.ok() => {
                                 failures.push(replay_line(&file, &first));
                                 print!("{}", report::summary(&first));
                                 "FAIL".to_string()
@@ -254,7 +282,20 @@ mod cli {
                                     first.trace_hash,
                                     again.trace_hash
                                 ));
-                                "NONDETERMINISTIC".to_string()
+                                if chain == ChainBackendKind::Anvil {
+                                    "DIFFERENT ON ANVIL".to_string()
+                                } else {
+                                    "NONDETERMINISTIC".to_string()
+                                }
+                            }
+                            (false, _) => {
+                                failures.push(format!(
+                                    "{}@{seed} --chain {}: failed",
+                                    file.display(),
+                                    chain.name()
+                                ));
+                                print!("{}", report::summary(&again));
+                                "FAIL".to_string()
                             }
                         };
                         println!(

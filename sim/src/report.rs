@@ -58,6 +58,31 @@ pub fn summary(o: &Outcome) -> String {
         o.departures,
         o.arrivals
     );
+    if let Some(c) = &o.chain {
+        let _ = writeln!(
+            out,
+            "  chain ({}): {} blocks · {} transactions ({} reverted, {} dropped by the pool, {} sent again) · {} requests ({} refused) · walk: {} fills, {} repairs, {} proofs, {} slashes{}",
+            c.stats.backend,
+            c.stats.blocks,
+            c.stats.transactions,
+            c.stats.reverted,
+            c.stats.dropped,
+            c.stats.resent,
+            c.stats.requests,
+            c.stats.refused,
+            c.fills,
+            c.repairs,
+            c.proofs,
+            c.slashes,
+            c.walk_error.as_ref().map(|e| format!(" · FAILED: {e}")).unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "  chain speed: {:.0} transactions per wall second ({:.0} requests)",
+            c.stats.transactions as f64 / o.wall_time_s.max(1e-9),
+            c.stats.requests as f64 / o.wall_time_s.max(1e-9),
+        );
+    }
     let d = &o.disk;
     if d.commits_lost + d.torn_blocks + d.bit_rot + d.latent_errors + d.misdirected_writes + d.full_refusals
         > 0

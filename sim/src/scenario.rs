@@ -40,6 +40,136 @@ pub struct Scenario {
     pub invariants: Invariants,
     #[serde(default)]
     pub repair: Repair,
+    /// The chain and the marketplace on it; none for a run without a chain.
+    #[serde(default)]
+    pub chain: Option<ChainModel>,
+}
+
+/// The chain: blocks on the simulated clock, the endpoints' faults, and the walk of one
+/// storage request through the marketplace.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChainModel {
+    /// Time between blocks.
+    #[serde(default = "default_block_time")]
+    pub block_time: Span,
+    /// Time a request to an endpoint takes, drawn per request.
+    #[serde(default = "default_rpc_latency")]
+    pub rpc_latency_ms: Param<f64>,
+    /// Probability that the pool forgets a transaction sent to it (it is never mined; the
+    /// sender sends it again with higher fees).
+    #[serde(default)]
+    pub tx_drop: Param<f64>,
+    /// An actor's endpoint that does not answer for a while.
+    #[serde(default)]
+    pub endpoint_down: Vec<EndpointDown>,
+    pub walk: ChainWalk,
+}
+
+impl ChainModel {
+    fn validate(&self) -> Result<(), String> {
+        if self.block_time.0 < Duration::from_secs(1) || self.block_time.0.subsec_nanos() != 0 {
+            return Err("chain.block-time: whole seconds, at least 1s (block timestamps are seconds)".into());
+        }
+        let drop = (min_of(self.tx_drop), max_of(self.tx_drop));
+        if !(0.0..1.0).contains(&drop.0) || !(0.0..1.0).contains(&drop.1) {
+            return Err(format!("chain.tx-drop: {}..{} is not a probability below 1", drop.0, drop.1));
+        }
+        if min_of(self.rpc_latency_ms) < 0.0 {
+            return Err("chain.rpc-latency-ms: negative".into());
+        }
+        let walk = &self.walk;
+        if walk.slots == 0 || walk.silent_slot >= walk.slots || walk.max_slot_loss > walk.slots {
+            return Err(format!(
+                "chain.walk: slots {}, silent-slot {} and max-slot-loss {} do not fit (0 <= silent-slot < slots, max-slot-loss <= slots)",
+                walk.slots, walk.silent_slot, walk.max_slot_loss
+            ));
+        }
+        if walk.expiry.0.is_zero() || walk.expiry.0 >= walk.duration.0 {
+            return Err("chain.walk.expiry: more than 0s and less than the duration".into());
+        }
+        if walk.proof_period.0 < Duration::from_secs(2) || walk.slot_size.0 == 0 {
+            return Err("chain.walk: proof-period at least 2s, slot-size more than 0".into());
+        }
+        let hosts = walk.slots + 1;
+        for down in &self.endpoint_down {
+            let known = down.actor == "client"
+                || down.actor == "validator"
+                || down
+                    .actor
+                    .strip_prefix("host-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n < hosts);
+            if !known {
+                return Err(format!(
+                    "chain.endpoint-down.actor: {:?} is not client, validator or host-0..host-{}",
+                    down.actor,
+                    hosts - 1
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint outage: every request of `actor` fails from `at` for `for`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EndpointDown {
+    /// `client`, `validator` or `host-N` (N counts from 0; the last host is the spare).
+    pub actor: String,
+    pub at: Span,
+    #[serde(rename = "for")]
+    pub duration: Span,
+}
+
+/// The storage request walked through its life (`neverust::chain::walk`), and the
+/// marketplace's proof timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChainWalk {
+    /// When the client requests storage (after the contracts are deployed).
+    #[serde(default = "default_walk_at")]
+    pub at: Span,
+    pub slots: u64,
+    #[serde(default = "default_max_slot_loss")]
+    pub max_slot_loss: u64,
+    pub slot_size: ByteSize,
+    pub duration: Span,
+    pub expiry: Span,
+    /// The slot whose host stops proving once it has filled it.
+    #[serde(default)]
+    pub silent_slot: u64,
+    /// Seconds per proof period.
+    #[serde(default = "default_proof_period")]
+    pub proof_period: Span,
+    /// Of the 256 pointer values, how many require no proof.
+    #[serde(default = "default_proof_downtime")]
+    pub proof_downtime: u8,
+}
+
+fn default_block_time() -> Span {
+    Span(Duration::from_secs(12))
+}
+
+fn default_rpc_latency() -> Param<f64> {
+    Param::Range([2.0, 20.0])
+}
+
+fn default_walk_at() -> Span {
+    Span(Duration::from_secs(60))
+}
+
+fn default_max_slot_loss() -> u64 {
+    1
+}
+
+fn default_proof_period() -> Span {
+    Span(Duration::from_secs(120))
+}
+
+fn default_proof_downtime() -> u8 {
+    64
 }
 
 /// Timing of the nodes' slot checks and lazy repair (their `--repair-*` settings).
@@ -551,7 +681,7 @@ pub enum ScenarioError {
 }
 
 /// The sometimes-probes a scenario may require.
-pub const PROBES: [&str; 10] = [
+pub const PROBES: [&str; 13] = [
     "download-completed",
     "download-while-a-holder-was-down",
     "download-after-partition-healed",
@@ -562,10 +692,14 @@ pub const PROBES: [&str; 10] = [
     "disk-full-refused-an-upload",
     "retransmission",
     "slot-repaired",
+    "proof-missed-and-slashed",
+    "slot-repaired-on-chain",
+    "transaction-sent-again",
 ];
 
 /// The invariants a run checks.
-pub const INVARIANTS: [&str; 5] = ["integrity", "durability", "redundancy", "liveness", "sometimes"];
+pub const INVARIANTS: [&str; 6] =
+    ["integrity", "durability", "redundancy", "liveness", "sometimes", "payments"];
 
 impl Scenario {
     /// Parses and validates a scenario file's text; errors name the file, the key and the line.
@@ -653,6 +787,9 @@ impl Scenario {
         let block = self.block_size.0;
         if !(4096..=8 << 20).contains(&block) || !block.is_multiple_of(2048) {
             return Err(format!("block-size: {block} bytes is not a multiple of 2KiB between 4KiB and 8MiB"));
+        }
+        if let Some(chain) = &self.chain {
+            chain.validate()?;
         }
         if self.dht.replication == 0 {
             return Err("dht.replication: at least 1".into());
@@ -758,6 +895,32 @@ mod tests {
         assert!(Scenario::parse("t.toml", &crash).unwrap_err().to_string().contains("faults.crash.node"));
         let span = "name = \"t\"\nduration = \"10 parsecs\"\n[nodes]\ncount = 3\n";
         assert!(Scenario::parse("t.toml", span).unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    #[test]
+    fn chain_sections_are_checked() {
+        let walk = "[chain.walk]\nslots = 3\nslot-size = \"1MiB\"\nduration = \"1h\"\nexpiry = \"10m\"\n";
+        let ok = format!("{MINIMAL}[chain]\n{walk}");
+        let s = Scenario::parse("t.toml", &ok).unwrap();
+        let chain = s.chain.expect("a chain");
+        assert_eq!((chain.block_time.0, chain.walk.proof_downtime), (Duration::from_secs(12), 64));
+        // (what is changed, the key the error names)
+        for (change, key) in [
+            ("[chain]\nblock-time = \"1500ms\"\n", "chain.block-time"),
+            ("[chain]\ntx-drop = 1.0\n", "chain.tx-drop"),
+            (
+                "[chain]\n[[chain.endpoint-down]]\nactor = \"host-4\"\nat = \"1m\"\nfor = \"1m\"\n",
+                "chain.endpoint-down.actor",
+            ),
+        ] {
+            let text = format!("{MINIMAL}{change}{walk}");
+            let err = Scenario::parse("t.toml", &text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let late = format!("{MINIMAL}[chain]\n{}", walk.replace("\"10m\"", "\"2h\""));
+        assert!(Scenario::parse("t.toml", &late).unwrap_err().to_string().contains("chain.walk.expiry"));
+        let silent = format!("{MINIMAL}[chain]\n{walk}silent-slot = 3\n");
+        assert!(Scenario::parse("t.toml", &silent).unwrap_err().to_string().contains("silent-slot"));
     }
 
     #[test]

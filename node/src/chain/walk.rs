@@ -127,11 +127,24 @@ impl Walk {
         accounts.extend(self.hosts.iter().map(Marketplace::account));
         let mut before = BTreeMap::new();
         for account in &accounts {
-            before.insert(*account, market.token_balance(*account).await.map_err(at("reading balances"))?);
+            before.insert(*account, persist("reading balances", || market.token_balance(*account)).await?);
         }
 
-        let id = self.client.request_storage(&self.request).await.map_err(at("requestStorage"))?;
-        let created = self.client.chain().head().await.map_err(at("head"))?;
+        let id = request_id(&self.request);
+        loop {
+            match self.client.request_storage(&self.request).await {
+                Ok(_) => break,
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(PAUSE).await;
+                    // Submitted by an attempt whose answer was lost?
+                    if persist("requestState", || self.client.request_state(id)).await.is_ok() {
+                        break;
+                    }
+                }
+                Err(e) => return Err(at("requestStorage")(e)),
+            }
+        }
+        let expiry = persist("requestExpiry", || self.client.request_expiry(id)).await?;
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let mut tasks = Vec::new();
         for (index, host) in self.hosts.iter().enumerate() {
@@ -149,32 +162,32 @@ impl Walk {
         tasks.push(tokio::spawn(validator_task(self.validator.clone(), id, slots, ledger.clone())));
         let client = self.client.clone();
         let client_task = tokio::spawn(async move {
-            wait_for_state(
-                &client,
-                id,
-                &[RequestState::Finished, RequestState::Failed, RequestState::Cancelled],
-            )
-            .await
-            .map_err(at("waiting for the request to end"))?;
-            client.withdraw_funds(id, None).await.map_err(at("withdrawFunds")).map(drop)
+            wait_for_end(&client, id).await?;
+            match persist("withdrawFunds", || client.withdraw_funds(id, None)).await {
+                // Withdrawn by an attempt whose answer was lost.
+                Err(WalkError::Chain { error, .. }) if error.is(M::Marketplace_NothingToWithdraw {}) => {
+                    Ok(())
+                }
+                result => result.map(drop),
+            }
         });
         tasks.push(client_task);
         for task in tasks {
             task.await.map_err(|e| WalkError::Check(format!("an actor's task failed: {e}")))??;
         }
 
-        let state = market.request_state(id).await.map_err(at("requestState"))?;
+        let state = persist("requestState", || market.request_state(id)).await?;
         if state != RequestState::Finished {
             return Err(WalkError::Check(format!("the request ended {state:?}, not Finished")));
         }
         let mut balances = BTreeMap::new();
         for account in &accounts {
-            balances.insert(*account, market.token_balance(*account).await.map_err(at("reading balances"))?);
+            balances.insert(*account, persist("reading balances", || market.token_balance(*account)).await?);
         }
         let ledger = Arc::try_unwrap(ledger).map_err(|_| WalkError::Check("ledger still shared".into()))?;
         let mut ledger = ledger.into_inner().expect("ledger lock");
         ledger.events.sort_by_key(|(block, _)| *block);
-        let end = created.timestamp + self.request.ask.duration;
+        let end = expiry - self.request.expiry + self.request.ask.duration;
         let deltas = expected_deltas(&self, market.config(), &ledger, end)?;
         let mut expected = BTreeMap::new();
         for (account, start) in &before {
@@ -202,6 +215,19 @@ impl Walk {
             return Err(WalkError::Check(format!(
                 "token balances differ from the rules: got {:?}, expected {:?}",
                 report.balances, report.expected
+            )));
+        }
+        let honest_slashed: BTreeSet<u64> = ledger
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Happened::Slash { slot, .. } if *slot != self.silent_slot => Some(*slot),
+                _ => None,
+            })
+            .collect();
+        if !honest_slashed.is_empty() {
+            return Err(WalkError::Check(format!(
+                "hosts that proved were slashed, on slots {honest_slashed:?}"
             )));
         }
         if report.repairs != 1 {
@@ -288,6 +314,30 @@ enum HostRole {
     Repairs(u64),
 }
 
+/// How long an actor waits before trying again when its endpoint fails.
+const PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `step` until it succeeds or the chain refuses it: while the endpoint fails (down,
+/// or not answering), waits and tries again, as a node would.
+async fn persist<T, F, Fut>(what: &str, mut step: F) -> Result<T, WalkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ChainError>>,
+{
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_transient() => {
+                tracing::debug!(what, %error, "the chain endpoint failed; trying again");
+                tokio::time::sleep(PAUSE).await;
+            }
+            Err(error) => return Err(at(what)(error)),
+        }
+    }
+}
+
+const ENDED: [RequestState; 3] = [RequestState::Finished, RequestState::Failed, RequestState::Cancelled];
+
 async fn host_task(
     host: Marketplace,
     request: Request,
@@ -301,49 +351,77 @@ async fn host_task(
         HostRole::Repairs(slot) => (slot, true),
     };
     let sid = slot_id(id, slot);
-    let ended = [RequestState::Finished, RequestState::Failed, RequestState::Cancelled];
+    wait_for_request(&host, id).await?;
     if repair {
         // Wait for the slot to be freed (or the request to end without it).
-        let mut head = host.chain().head().await.map_err(at("head"))?;
+        let mut head = persist("head", || host.chain().head()).await?;
         loop {
-            if ended.contains(&request_state_or_new(&host, id).await?) {
+            if ENDED.contains(&persist("requestState", || host.request_state(id)).await?) {
                 return Ok(());
             }
-            if host.slot_state(sid).await.map_err(at("slotState"))? == SlotState::Repair {
+            if persist("slotState", || host.slot_state(sid)).await? == SlotState::Repair {
                 break;
             }
-            head = host.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+            head = persist("waiting for a block", || host.chain().next_block(head.number)).await?;
         }
-    } else {
-        wait_for_request(&host, id).await?;
     }
-    host.reserve_slot(id, slot).await.map_err(at(format!("reserveSlot {slot}")))?;
-    let receipt = with_fresh_proofs(&host, &request, slot, &*prover, |proof| host.fill_slot(id, slot, proof))
-        .await
-        .map_err(at(format!("fillSlot {slot}")))?;
+    // Reserve (a reservation already made by an attempt whose answer was lost is refused).
+    match host.reserve_slot(id, slot).await {
+        Ok(_) => {}
+        Err(e) if e.is_transient() || e.is(M::SlotReservations_ReservationNotAllowed {}) => {
+            tokio::time::sleep(PAUSE).await;
+            let _ = persist(&format!("reserveSlot {slot}"), || host.reserve_slot(id, slot)).await;
+        }
+        Err(e) => return Err(at(format!("reserveSlot {slot}"))(e)),
+    }
+    let (block, filled_at) = loop {
+        match with_fresh_proofs(&host, &request, slot, &*prover, |proof| host.fill_slot(id, slot, proof))
+            .await
+        {
+            Ok(receipt) => break (receipt.block, receipt.timestamp),
+            Err(e) if e.is_transient() || e.is(M::Marketplace_SlotNotFree {}) => {
+                if e.is_transient() {
+                    tokio::time::sleep(PAUSE).await;
+                }
+                // Filled by an attempt whose answer was lost? Then the slot is ours, and its
+                // payment tells when it was filled.
+                if persist("getHost", || host.host(sid)).await? == host.account() {
+                    let payment =
+                        persist("slotPayment", || host.view(M::slotPaymentCall { slotId: sid })).await?;
+                    let end = persist("requestEnd", || host.request_end(id)).await?;
+                    let per_second = super::market::price_per_slot_per_second(&request.ask);
+                    let head = persist("head", || host.chain().head()).await?;
+                    break (head.number, end - (payment / per_second).saturating_to::<u64>());
+                }
+                if !e.is_transient() {
+                    return Err(at(format!("fillSlot {slot}"))(e));
+                }
+            }
+            Err(e) => return Err(at(format!("fillSlot {slot}"))(e)),
+        }
+    };
     ledger
         .lock()
         .expect("ledger")
         .events
-        .push((receipt.block, Happened::Fill { slot, host: host.account(), at: receipt.timestamp, repair }));
+        .push((block, Happened::Fill { slot, host: host.account(), at: filled_at, repair }));
     if matches!(role, HostRole::FallsSilent(_)) {
         return Ok(()); // it never proves, and loses the slot
     }
 
     // Prove once a period, whenever a proof is required or about to be.
-    let mut head = host.chain().head().await.map_err(at("head"))?;
-    let mut proved_in: Option<u64> = Some(host.period_of(receipt.timestamp));
+    let mut head = persist("head", || host.chain().head()).await?;
+    let mut proved_in: Option<u64> = Some(host.period_of(filled_at));
     loop {
-        let state = host.request_state(id).await.map_err(at("requestState"))?;
-        if ended.contains(&state) {
+        if ENDED.contains(&persist("requestState", || host.request_state(id)).await?) {
             break;
         }
         let period = host.period_of(head.timestamp);
         if proved_in != Some(period)
-            && host.slot_state(sid).await.map_err(at("slotState"))? == SlotState::Filled
+            && persist("slotState", || host.slot_state(sid)).await? == SlotState::Filled
         {
-            let due = host.is_proof_required(sid).await.map_err(at("isProofRequired"))?
-                || host.will_proof_be_required(sid).await.map_err(at("willProofBeRequired"))?;
+            let due = persist("isProofRequired", || host.is_proof_required(sid)).await?
+                || persist("willProofBeRequired", || host.will_proof_be_required(sid)).await?;
             if due {
                 match with_fresh_proofs(&host, &request, slot, &*prover, |proof| {
                     host.submit_proof(sid, proof)
@@ -360,14 +438,26 @@ async fn host_task(
                     // The request ended while the proof was on its way (or the slot was lost:
                     // freeing it at the end says so).
                     Err(e) if e.is(M::Marketplace_SlotNotAcceptingProofs {}) => {}
+                    // The endpoint failed: try again in the next block.
+                    Err(e) if e.is_transient() => {}
                     Err(e) => return Err(at(format!("submitProof {slot}"))(e)),
                 }
             }
         }
-        head = host.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+        head = persist("waiting for a block", || host.chain().next_block(head.number)).await?;
     }
-    host.free_slot(sid, None).await.map_err(at(format!("freeSlot {slot}")))?;
-    Ok(())
+    match host.free_slot(sid, None).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_transient() => {
+            tokio::time::sleep(PAUSE).await;
+            match persist(&format!("freeSlot {slot}"), || host.free_slot(sid, None)).await {
+                // Paid by the attempt whose answer was lost.
+                Err(WalkError::Chain { error, .. }) if error.is(M::Marketplace_AlreadyPaid {}) => Ok(()),
+                result => result.map(drop),
+            }
+        }
+        Err(e) => Err(at(format!("freeSlot {slot}"))(e)),
+    }
 }
 
 /// Runs `send` with a proof of the challenge in the newest block, again with a new proof
@@ -404,70 +494,67 @@ async fn validator_task(
     ledger: Arc<Mutex<Ledger>>,
 ) -> Result<(), WalkError> {
     wait_for_request(&validator, id).await?;
+    let max_slashes = u64::from(validator.config().collateral.maxNumberOfSlashes);
     let mut marked: BTreeSet<(u64, u64)> = BTreeSet::new();
-    let mut head: BlockHead = validator.chain().head().await.map_err(at("head"))?;
+    let mut head: BlockHead = persist("head", || validator.chain().head()).await?;
     loop {
-        let state = validator.request_state(id).await.map_err(at("requestState"))?;
-        if matches!(state, RequestState::Finished | RequestState::Failed | RequestState::Cancelled) {
+        if ENDED.contains(&persist("requestState", || validator.request_state(id)).await?) {
             return Ok(());
         }
         let ended = validator.period_of(head.timestamp).saturating_sub(1);
         for slot in 0..slots {
-            if marked.contains(&(slot, ended)) {
+            let sid = slot_id(id, slot);
+            if marked.contains(&(slot, ended))
+                || validator.can_mark_proof_as_missing(sid, ended).await.is_err()
+            {
                 continue;
             }
-            let sid = slot_id(id, slot);
-            if validator.can_mark_proof_as_missing(sid, ended).await.is_ok() {
-                match validator.mark_proof_as_missing(sid, ended).await {
-                    Ok(receipt) => {
-                        marked.insert((slot, ended));
-                        let slash = Happened::Slash { slot, validator: validator.account() };
-                        ledger.lock().expect("ledger").events.push((receipt.block, slash));
-                    }
-                    // Too late, or proven meanwhile: nothing to mark.
-                    Err(ChainError::Revert(_)) => {}
-                    Err(e) => return Err(at(format!("markProofAsMissing {slot}"))(e)),
+            let before = persist("missingProofs", || validator.missing_proofs(sid)).await?;
+            let block = match validator.mark_proof_as_missing(sid, ended).await {
+                Ok(receipt) => Some(receipt.block),
+                // Too late, or proven meanwhile: nothing to mark.
+                Err(ChainError::Revert(_)) => None,
+                Err(e) if e.is_transient() => {
+                    // Did the attempt whose answer was lost land? The count of misses says.
+                    tokio::time::sleep(PAUSE).await;
+                    let after = persist("missingProofs", || validator.missing_proofs(sid)).await?;
+                    let landed = after == before + 1 || (before + 1 == max_slashes && after == 0);
+                    let head = persist("head", || validator.chain().head()).await?;
+                    landed.then_some(head.number)
                 }
+                Err(e) => return Err(at(format!("markProofAsMissing {slot}"))(e)),
+            };
+            if let Some(block) = block {
+                marked.insert((slot, ended));
+                let slash = Happened::Slash { slot, validator: validator.account() };
+                ledger.lock().expect("ledger").events.push((block, slash));
             }
         }
-        head = validator.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
-    }
-}
-
-/// The request's state; `New` while the client's transaction is not mined yet.
-async fn request_state_or_new(market: &Marketplace, id: RequestId) -> Result<RequestState, WalkError> {
-    match market.request_state(id).await {
-        Ok(state) => Ok(state),
-        Err(e) if e.is(M::Marketplace_UnknownRequest {}) => Ok(RequestState::New),
-        Err(e) => Err(at("requestState")(e)),
+        head = persist("waiting for a block", || validator.chain().next_block(head.number)).await?;
     }
 }
 
 /// Waits until the request is on chain.
 async fn wait_for_request(market: &Marketplace, id: RequestId) -> Result<(), WalkError> {
-    let mut head = market.chain().head().await.map_err(at("head"))?;
+    let mut head = persist("head", || market.chain().head()).await?;
     loop {
         match market.request_state(id).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.is(M::Marketplace_UnknownRequest {}) => {}
+            Err(e) if e.is(M::Marketplace_UnknownRequest {}) || e.is_transient() => {}
             Err(e) => return Err(at("requestState")(e)),
         }
-        head = market.chain().next_block(head.number).await.map_err(at("waiting for a block"))?;
+        head = persist("waiting for a block", || market.chain().next_block(head.number)).await?;
     }
 }
 
-/// Waits until the request is in one of `states`.
-async fn wait_for_state(
-    market: &Marketplace,
-    id: RequestId,
-    states: &[RequestState],
-) -> Result<RequestState, ChainError> {
-    let mut head = market.chain().head().await?;
+/// Waits until the request has ended.
+async fn wait_for_end(market: &Marketplace, id: RequestId) -> Result<RequestState, WalkError> {
+    let mut head = persist("head", || market.chain().head()).await?;
     loop {
-        let state = market.request_state(id).await?;
-        if states.contains(&state) {
+        let state = persist("requestState", || market.request_state(id)).await?;
+        if ENDED.contains(&state) {
             return Ok(state);
         }
-        head = market.chain().next_block(head.number).await?;
+        head = persist("waiting for a block", || market.chain().next_block(head.number)).await?;
     }
 }

@@ -4,8 +4,10 @@
 //! - this file: the world (nodes, their disks and lives, the oracle's truth) and the node program;
 //! - `outcome.rs`: what a run reports; `run.rs`: the schedule and the run itself;
 //! - `workload.rs`: uploads, protection and downloads; `faults.rs`: faults and healing;
-//! - `invariants.rs`: the oracle's checks.
+//! - `invariants.rs`: the oracle's checks; `chain.rs`: the chain's part (deployment, the walk
+//!   of a storage request, the payments check).
 
+mod chain;
 mod faults;
 mod invariants;
 mod outcome;
@@ -16,7 +18,7 @@ use faults::*;
 use invariants::*;
 pub use outcome::{Outcome, Sample, Verdict};
 use run::*;
-pub use run::{run, run_isolated};
+pub use run::{ChainBackendKind, run, run_isolated};
 use workload::*;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +46,7 @@ use crate::disk::{DiskProfile, DiskStats, SimDisk, SimDiskEngine};
 use crate::net::{Fabric, LinkParams, NetStats};
 use crate::scenario::{Role, Scenario, Target, WorkloadKind};
 use crate::trace::Trace;
+use neverust_sim::evm::{ChainParams, EvmBackend, ModeledChain};
 
 /// Pause between retries of a check download during healing.
 pub(super) const CHECK_RETRY: Duration = Duration::from_secs(30);

@@ -30,6 +30,9 @@ pub struct Outcome {
     pub invariants: Vec<Verdict>,
     pub expected_failure: Option<String>,
     pub timeline: Vec<Sample>,
+    /// The chain's part, when the scenario has one.
+    #[serde(default)]
+    pub chain: Option<super::chain::ChainSummary>,
 }
 
 impl Outcome {

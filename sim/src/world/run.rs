@@ -20,26 +20,68 @@ pub(super) enum Action {
     Sample,
 }
 
-/// Runs `scenario` with `seed` in a fresh madsim runtime.
+/// Which chain a scenario's `[chain]` runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChainBackendKind {
+    /// `ModeledChain`: revm in process (the default).
+    #[default]
+    Revm,
+    /// A real Anvil, stepped block by block from the simulated clock.
+    Anvil,
+}
+
+impl ChainBackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainBackendKind::Revm => "revm",
+            ChainBackendKind::Anvil => "anvil",
+        }
+    }
+}
+
+/// Runs `scenario` with `seed` in a fresh madsim runtime, its chain (if it has one) on
+/// `chain`.
 ///
 /// Call it once per process: madsim numbers tasks from a process-wide counter, so a second
 /// run in the same process schedules differently. [`run_isolated`] runs it in a child
 /// process.
-pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
+pub fn run(scenario: &Scenario, seed: u64, chain: ChainBackendKind) -> Result<Outcome, String> {
     let wall = std::time::Instant::now();
+    // Anvil starts before the simulation: its process and its answers live outside virtual time.
+    let mut anvil = None;
+    let backend: Option<Box<dyn EvmBackend>> = match (&scenario.chain, chain) {
+        (None, _) => None,
+        (Some(_), ChainBackendKind::Revm) => Some(Box::new(ModeledChain::new(ChainParams::default(), &[]))),
+        (Some(_), ChainBackendKind::Anvil) => {
+            let params = ChainParams::default();
+            let args = neverust_sim::evm::anvil::anvil_args(&params);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let process = neverust::chain::anvil::Anvil::spawn(&args)?;
+            let backend = neverust_sim::evm::anvil::AnvilBackend::connect(process.port(), params)?;
+            anvil = Some(process);
+            Some(Box::new(backend))
+        }
+    };
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, crate::net::madsim_config());
-    let mut outcome = runtime.block_on(simulate(scenario.clone(), seed));
+    let backend = backend.map(|b| (b, chain.name()));
+    let mut outcome = runtime.block_on(simulate(scenario.clone(), seed, backend));
+    drop(anvil);
     outcome.wall_time_s = wall.elapsed().as_secs_f64();
     outcome.speed = outcome.virtual_time_s / outcome.wall_time_s.max(1e-9);
-    outcome
+    Ok(outcome)
 }
 
 /// Runs the scenario file `path` with `seed` in a fresh process of this program (see
 /// [`run`]), which prints the outcome as JSON.
-pub fn run_isolated(path: &std::path::Path, seed: u64, nodes: Option<u64>) -> Result<Outcome, String> {
+pub fn run_isolated(
+    path: &std::path::Path,
+    seed: u64,
+    nodes: Option<u64>,
+    chain: ChainBackendKind,
+) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = std::process::Command::new(exe);
-    command.arg("one").arg(path).arg(seed.to_string());
+    command.arg("one").arg(path).arg(seed.to_string()).arg("--chain").arg(chain.name());
     if let Some(n) = nodes {
         command.arg("--nodes").arg(n.to_string());
     }
@@ -150,7 +192,11 @@ pub(super) fn schedule(
     plan
 }
 
-pub(super) async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
+pub(super) async fn simulate(
+    scenario: Scenario,
+    seed: u64,
+    chain_backend: Option<(Box<dyn EvmBackend>, &'static str)>,
+) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let initial = scenario.nodes.count.draw(&mut rng) as usize;
     let arrivals = match &scenario.faults.churn {
@@ -256,6 +302,13 @@ pub(super) async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         });
     }
 
+    let chain = match (&scenario.chain, chain_backend) {
+        (Some(model), Some((backend, name))) => {
+            Some(super::chain::start(model, backend, name, &mut rng, trace.clone()))
+        }
+        _ => None,
+    };
+
     let start = tokio::time::Instant::now();
     let plan = schedule(&scenario, &mut rng, &arrivals);
     let fault_end = scenario.duration.0;
@@ -291,13 +344,27 @@ pub(super) async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     if network.retransmissions > 0 {
         world.probe("retransmission");
     }
-    let invariants = vec![
+    let chain_summary = chain.as_ref().map(|c| c.summary());
+    let verdict_payments = chain.as_ref().map(|c| c.check_payments());
+    if let Some(summary) = &chain_summary {
+        for (probe, fired) in [
+            ("proof-missed-and-slashed", summary.slashes > 0),
+            ("slot-repaired-on-chain", summary.repairs > 0),
+            ("transaction-sent-again", summary.stats.resent > 0),
+        ] {
+            if fired {
+                world.probe(probe);
+            }
+        }
+    }
+    let mut invariants = vec![
         check_integrity(&world),
         check_durability(&world),
         check_redundancy(&world),
         verdict_liveness.expect("checked"),
         check_sometimes(&world, &scenario.invariants.sometimes),
     ];
+    invariants.extend(verdict_payments);
     for v in &invariants {
         trace.record(format_args!("invariant {} {}", v.name, v.passed));
     }
@@ -341,5 +408,6 @@ pub(super) async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         invariants,
         expected_failure: scenario.invariants.expect_failure.clone(),
         timeline,
+        chain: chain_summary,
     }
 }

@@ -212,6 +212,22 @@ async fn reverts_reach_the_caller_as_named_errors() {
             m.transact(M::fillSlotCall { requestId: id, slotIndex: 0, proof }, 10).await
         }
     };
+    // The proofs prove the challenge of the newest block, which moves when the period turns
+    // or the pointer wraps: keep the racing block in the newest block's period and away from
+    // the wrap, so that what decides the race is the slot, not the challenge.
+    let start = host.period_end(host.period_of(deployer.head().await.unwrap().timestamp));
+    let mine_at = |timestamp: u64| {
+        let deployer = deployer.clone();
+        async move {
+            deployer.raw::<_, serde_json::Value>("evm_setNextBlockTimestamp", (timestamp,)).await.unwrap();
+            deployer.raw::<_, serde_json::Value>("evm_mine", ()).await.unwrap();
+        }
+    };
+    mine_at(start).await;
+    if host.view(M::getPointerCall { id: slot_id(id, 0) }).await.unwrap() == u8::MAX {
+        mine_at(start + 1).await;
+    }
+    deployer.raw::<_, serde_json::Value>("evm_setNextBlockTimestamp", (start + 2,)).await.unwrap();
     deployer.raw::<_, serde_json::Value>("evm_setAutomine", (false,)).await.unwrap();
     let racing = [tokio::spawn(fill(host.clone())), tokio::spawn(fill(other.clone()))];
     let deadline = Instant::now() + Duration::from_secs(20);

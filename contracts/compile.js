@@ -26,17 +26,22 @@ const SETTINGS = {
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
 };
 
+// The deployed contracts (top level) and the parts they are built from (src/), keyed by
+// their path from contracts/.
 function readSources() {
   const sources = {};
-  for (const file of fs.readdirSync(SOURCES).sort()) {
-    if (file.endsWith(".sol")) {
-      sources[file] = { content: fs.readFileSync(path.join(SOURCES, file), "utf8") };
+  for (const dir of [ROOT, SOURCES]) {
+    for (const file of fs.readdirSync(dir).sort()) {
+      if (file.endsWith(".sol")) {
+        const name = path.relative(ROOT, path.join(dir, file));
+        sources[name] = { content: fs.readFileSync(path.join(dir, file), "utf8") };
+      }
     }
   }
   return sources;
 }
 
-// Imports outside src/ (OpenZeppelin) come from node_modules; every file read is recorded so
+// Imports outside contracts/ (OpenZeppelin) come from node_modules; every file read is recorded so
 // the source hash covers the library code too.
 function makeImporter(loaded) {
   return (importPath) => {

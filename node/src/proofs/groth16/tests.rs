@@ -91,7 +91,7 @@ fn stand_in_proofs_verify_for_their_inputs_only() {
 /// The field moduli the verifier contract hard-codes are BN254's.
 #[test]
 fn moduli_match_the_contract() {
-    let source = include_str!("../../../../contracts/src/Groth16Verifier.sol");
+    let source = include_str!("../../../../contracts/Groth16Verifier.sol");
     assert!(source.contains(&<Fq as PrimeField>::MODULUS.to_string()), "base field modulus");
     assert!(source.contains(&<Fr as PrimeField>::MODULUS.to_string()), "scalar field modulus");
 }

@@ -5,11 +5,11 @@ import "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import "@openzeppelin/contracts/utils/math/Math.sol";
 import "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
-import "./Configuration.sol";
-import "./Requests.sol";
-import "./Proofs.sol";
-import "./SlotReservations.sol";
-import "./Groth16.sol";
+import "./src/Configuration.sol";
+import "./src/Requests.sol";
+import "./src/Proofs.sol";
+import "./src/SlotReservations.sol";
+import "./src/Groth16.sol";
 
 /// The storage marketplace: clients pay for storage requests, hosts fill their slots with
 /// collateral and prove them each period the chain asks, validators mark missed proofs, and

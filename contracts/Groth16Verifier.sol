@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 pragma solidity 0.8.28;
 
-import "./Groth16.sol";
+import "./src/Groth16.sol";
 
 /// Verifies Groth16 proofs over BN254 with the EVM's precompiles (EIP-196 addition and
 /// scalar multiplication, EIP-197 pairing), for whichever circuit's verifying key it is

@@ -345,21 +345,9 @@ impl ModeledChain {
     }
 
     fn call_in(&mut self, env: BlockEnv, from: Address, to: Address, data: Bytes) -> CallOutcome {
-        let tx = TxEnv::builder()
-            .caller(from)
-            .kind(TxKind::Call(to))
-            .data(data)
-            .nonce(self.nonce(from))
-            .gas_limit(self.params.block_gas_limit)
-            .gas_price(0)
-            .chain_id(Some(self.params.chain_id))
-            .build_fill();
-        let mut evm = self.build(env);
-        let result = evm.transact(tx);
-        self.restore(evm);
-        match result {
-            Ok(result) => outcome(result.result),
-            Err(e) => CallOutcome::Halt(e.to_string()),
+        match self.dry_run(env, from, TxKind::Call(to), data, U256::ZERO) {
+            Ok(result) => outcome(result),
+            Err(e) => CallOutcome::Halt(e),
         }
     }
 
@@ -368,29 +356,41 @@ impl ModeledChain {
     pub fn estimate_gas(&mut self, tx: &TxRequest) -> Result<u64, CallOutcome> {
         let head = self.head().clone();
         let block = self.block_env(head.number, head.timestamp, 0);
-        let env = TxEnv::builder()
-            .caller(tx.from)
-            .kind(tx.to.map_or(TxKind::Create, TxKind::Call))
-            .data(tx.data.clone())
-            .value(tx.value)
-            .nonce(self.nonce(tx.from))
+        let kind = tx.to.map_or(TxKind::Create, TxKind::Call);
+        match self.dry_run(block, tx.from, kind, tx.data.clone(), tx.value) {
+            Ok(ExecutionResult::Success { gas, .. }) => {
+                let spent = gas.total_gas_spent();
+                Ok(spent + spent / 63 + 2_300)
+            }
+            Ok(other) => Err(outcome(other)),
+            Err(e) => Err(CallOutcome::Halt(e)),
+        }
+    }
+
+    /// Runs a transaction in `env` on the current state without keeping its changes: free
+    /// of charge, with the block's whole gas limit.
+    fn dry_run(
+        &mut self,
+        env: BlockEnv,
+        from: Address,
+        kind: TxKind,
+        data: Bytes,
+        value: U256,
+    ) -> Result<ExecutionResult, String> {
+        let tx = TxEnv::builder()
+            .caller(from)
+            .kind(kind)
+            .data(data)
+            .value(value)
+            .nonce(self.nonce(from))
             .gas_limit(self.params.block_gas_limit)
             .gas_price(0)
             .chain_id(Some(self.params.chain_id))
             .build_fill();
-        let mut evm = self.build(block);
-        let result = evm.transact(env);
+        let mut evm = self.build(env);
+        let result = evm.transact(tx);
         self.restore(evm);
-        match result {
-            Ok(result) => match &result.result {
-                ExecutionResult::Success { gas, .. } => {
-                    let spent = gas.total_gas_spent();
-                    Ok(spent + spent / 63 + 2_300)
-                }
-                _ => Err(outcome(result.result)),
-            },
-            Err(e) => Err(CallOutcome::Halt(e.to_string())),
-        }
+        result.map(|r| r.result).map_err(|e| e.to_string())
     }
 
     /// Logs of blocks `from..=to`, with their block numbers, in chain order.

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, B256, Bytes, Log, U256, keccak256};
-use alloy_sol_types::{SolCall, SolConstructor, SolValue};
+use alloy_primitives::{Address, B256, Bytes, Log, U256};
+use alloy_sol_types::{SolCall, SolConstructor};
 use neverust::chain::Revert;
 use neverust::chain::contracts::{Groth16Verifier, Marketplace as M, TestToken};
 use neverust::proofs::groth16::{fr_from_u256, proof_to_chain};
@@ -14,6 +14,10 @@ use neverust::proofs::stand_in::{StandInInputs, StandInProver};
 use neverust_sim::evm::{CallOutcome, ChainParams, ModeledChain, Receipt, TxRequest};
 
 pub use M::{Ask, Content, MarketplaceConfig, Request};
+#[allow(unused_imports)] // each test file uses its part
+pub use neverust::chain::market::{
+    collateral_per_slot, max_price, price_per_slot_per_second, public_inputs, request_id, slot_id,
+};
 
 pub const DEPLOYER: Address = Address::repeat_byte(0xde);
 pub const ETHER: u128 = 1_000_000_000_000_000_000;
@@ -50,23 +54,10 @@ pub fn account(i: u8) -> Address {
 /// Archivist's defaults, but for proofs: every period challenges (probability 1) and no
 /// downtime, so a test knows when a proof is required.
 pub fn config() -> MarketplaceConfig {
-    MarketplaceConfig {
-        collateral: M::CollateralConfig {
-            repairRewardPercentage: 10,
-            maxNumberOfSlashes: 2,
-            slashPercentage: 20,
-            validatorRewardPercentage: 20,
-        },
-        proofs: M::ProofConfig {
-            period: 60,
-            timeout: 30,
-            downtime: 0,
-            downtimeProduct: 67,
-            zkeyHash: "".into(),
-        },
-        reservations: M::SlotReservationsConfig { maxReservations: 3 },
-        requestDurationLimit: 30 * 24 * 3600,
-    }
+    let mut config = neverust::chain::deploy::default_config();
+    config.proofs.period = 60;
+    config.proofs.downtime = 0;
+    config
 }
 
 /// A valid ask: 3 slots of 1 KiB for an hour.
@@ -265,12 +256,9 @@ impl Harness {
                 CallOutcome::Success(data) => M::getChallengeCall::abi_decode_returns(&data).unwrap(),
                 other => panic!("getChallenge: {other:?}"),
             };
-        let inputs = StandInInputs {
-            entropy: fr_from_u256(little_endian(&challenge[..31])).unwrap(),
-            root: fr_from_u256(little_endian(&request.content.merkleRoot[..]))
-                .expect("test roots are field elements"),
-            slot: fr_from_u256(U256::from(slot)).unwrap(),
-        };
+        let [entropy, root, slot] = public_inputs(challenge, request.content.merkleRoot, slot)
+            .map(|v| fr_from_u256(v).expect("test roots are field elements"));
+        let inputs = StandInInputs { entropy, root, slot };
         self.proofs_made += 1;
         proof_to_chain(&self.prover.prove(inputs, self.proofs_made))
     }
@@ -304,32 +292,4 @@ impl Harness {
     pub fn slot_state(&mut self, id: B256) -> u8 {
         self.view(DEPLOYER, M::slotStateCall { slotId: id }).unwrap() as u8
     }
-}
-
-pub fn request_id(request: &Request) -> B256 {
-    keccak256(request.abi_encode())
-}
-
-pub fn slot_id(request: B256, slot: u64) -> B256 {
-    keccak256((request, slot).abi_encode())
-}
-
-pub fn price_per_slot_per_second(ask: &Ask) -> U256 {
-    ask.pricePerBytePerSecond * U256::from(ask.slotSize)
-}
-
-pub fn collateral_per_slot(ask: &Ask) -> U256 {
-    ask.collateralPerByte * U256::from(ask.slotSize)
-}
-
-pub fn max_price(ask: &Ask) -> U256 {
-    U256::from(ask.slots) * U256::from(ask.duration) * price_per_slot_per_second(ask)
-}
-
-/// Bytes read as a little-endian number (how the marketplace turns the challenge and the
-/// dataset root into field elements).
-pub fn little_endian(bytes: &[u8]) -> U256 {
-    let mut be = bytes.to_vec();
-    be.reverse();
-    U256::from_be_slice(&be)
 }

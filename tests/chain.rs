@@ -18,7 +18,7 @@ use neverust::chain::contracts::{Groth16Verifier, Marketplace as M};
 use neverust::chain::deploy::{self, Deployment};
 use neverust::chain::events::{EventFollower, market_event};
 use neverust::chain::market::{Ask, Content, Marketplace, Request, public_inputs, slot_id};
-use neverust::chain::rpc::RpcChain;
+use neverust::chain::rpc::{RpcChain, RpcSettings};
 use neverust::chain::walk::{ProofMaker, StandInProofs, Walk};
 use neverust::chain::{Chain, ChainError, Transaction};
 use neverust::proofs::stand_in::StandInProver;
@@ -87,7 +87,7 @@ fn request(client: Address, nonce: u8) -> Request {
         },
         content: Content {
             cid: Bytes::from_static(b"zDvZRwzm-stand-in"),
-            merkleRoot: B256::from(U256::from(0xda7a_5e7u64).to_le_bytes::<32>()),
+            merkleRoot: B256::from(U256::from(0x0da7_a5e7_u64).to_le_bytes::<32>()),
         },
         expiry: 120,
         nonce: B256::repeat_byte(nonce),
@@ -129,7 +129,7 @@ async fn a_request_walks_through_its_life_on_anvil() {
     );
 
     // Following the marketplace's events from its deployment reads the whole story back.
-    let mut follower = EventFollower::new(deployer.clone(), deployment.marketplace, deployment.block);
+    let mut follower = EventFollower::new(deployer.clone(), deployment.marketplace, deployment.block, 0);
     let head = deployer.head().await.unwrap();
     let mut names = std::collections::BTreeMap::<&str, usize>::new();
     while follower.next_block() <= head.number {
@@ -146,6 +146,10 @@ async fn a_request_walks_through_its_life_on_anvil() {
             *names.entry(name).or_default() += 1;
         }
     }
+    // With confirmations, the newest blocks wait until that many are built on them.
+    let mut confirmed = EventFollower::new(deployer.clone(), deployment.marketplace, deployment.block, 3);
+    let (last, _) = confirmed.next().await.unwrap();
+    assert!(last + 3 <= deployer.head().await.unwrap().number, "read block {last} unconfirmed");
     let counts = (names["requested"], names["filled"], names["freed"], names["started"]);
     assert_eq!(counts, (1, 4, 1, 1), "{names:?}");
     assert_eq!(names["proof"] as u64, report.proofs + 4, "each fill carries a proof too");
@@ -434,4 +438,48 @@ async fn a_dropped_transaction_is_sent_again() {
     let receipt = send.await.unwrap().expect("sent again and mined");
     let tx: serde_json::Value = deployer.raw("eth_getTransactionByHash", (receipt.tx_hash,)).await.unwrap();
     assert_eq!(tx["nonce"].as_str(), Some("0x0"), "the same nonce");
+}
+
+/// A transaction given up on as not mined (no blocks came, so the time limit ended each
+/// wait) is not left in the pool to hold up the account: the next transaction takes its
+/// nonce, with higher fees, and only that one is mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_given_up_on_is_replaced_by_the_next() {
+    let anvil = Anvil::spawn(&["--no-mining"]).unwrap();
+    let deployer = deployer(&anvil).await;
+    let key = PrivateKeySigner::from_bytes(&anvil.dev_keys()[1]).unwrap();
+    let settings = RpcSettings {
+        replace_after_blocks: 1_000,
+        replace_after_time: Duration::from_millis(300),
+        replacements_max: 1,
+        ..RpcSettings::for_endpoint(&anvil.endpoint())
+    };
+    let sender = RpcChain::connect_with(&anvil.endpoint(), key, Some(31337), settings).await.unwrap();
+    let (first, second) = (Address::repeat_byte(0x41), Address::repeat_byte(0x42));
+    let error =
+        sender.send(Transaction { to: Some(first), data: Bytes::new(), gas_padding_percent: 0 }).await;
+    assert!(matches!(error, Err(ChainError::NotMined { nonce: 0, attempts: 2 })), "{error:?}");
+
+    let sender = Arc::new(sender);
+    let next = sender.clone();
+    let send = tokio::spawn(async move {
+        next.send(Transaction { to: Some(second), data: Bytes::new(), gas_padding_percent: 0 }).await
+    });
+    // Mining starts once the next transaction has taken the first one's place in the pool.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pool: serde_json::Value = deployer.raw("txpool_content", ()).await.unwrap();
+        if pool.to_string().to_lowercase().contains(&format!("{second:#x}")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the next transaction never reached the pool: {pool}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _miner = Miner::start(deployer.clone(), Duration::from_millis(100), 1);
+    let receipt = send.await.unwrap().expect("the next transaction is mined");
+    let tx: serde_json::Value = deployer.raw("eth_getTransactionByHash", (receipt.tx_hash,)).await.unwrap();
+    assert_eq!(tx["nonce"].as_str(), Some("0x0"), "it took the nonce given up on");
+    assert_eq!(tx["to"].as_str().map(str::to_lowercase), Some(format!("{second:#x}")));
+    let count: String = deployer.raw("eth_getTransactionCount", (sender.account(), "latest")).await.unwrap();
+    assert_eq!(count, "0x1", "the one given up on was never mined");
 }

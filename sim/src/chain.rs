@@ -4,10 +4,11 @@
 //!
 //! `SimChain` does the chores the production adapter (`node/src/chain/rpc.rs`) does, the same
 //! way: every request costs a round trip drawn from the scenario's latency, and while the
-//! account's endpoint is down it fails and is retried with back-off (5 tries from 200 ms,
-//! doubling), then reported unreachable; transactions go one at a time with a nonce kept
-//! here, estimated first (a revert comes back as the contract's error), padded, sent with
-//! twice the base fee, and sent again with fees 12.5 % higher when not mined within 4 blocks.
+//! account's endpoint is down it fails and is tried again with back-off (5 more times from
+//! 200 ms, doubling), then reported unreachable; transactions go one at a time with a nonce
+//! kept here, estimated first (a revert comes back as the contract's error), padded, sent with
+//! twice the base fee, and sent again with fees 12.5 % higher when not mined within 4 blocks;
+//! one given up on is replaced by the account's next transaction.
 //! The pool may forget a transaction (the scenario's `tx-drop`): it is then never mined, and
 //! the sender's re-sending is what gets it through. These are models, named as such.
 
@@ -116,7 +117,7 @@ impl SimChainNet {
 
     /// An account's adapter of the chain port.
     pub fn account(self: &Arc<Self>, account: Address) -> Arc<SimChain> {
-        Arc::new(SimChain { net: self.clone(), account, next_nonce: tokio::sync::Mutex::new(None) })
+        Arc::new(SimChain { net: self.clone(), account, nonces: tokio::sync::Mutex::new(Nonces::default()) })
     }
 
     /// Makes a block every `block_time` of simulated time, the first `block_time` from now,
@@ -205,7 +206,18 @@ fn event_name(topics: &[B256]) -> &'static str {
 pub struct SimChain {
     net: Arc<SimChainNet>,
     account: Address,
-    next_nonce: tokio::sync::Mutex<Option<u64>>,
+    /// The lock also keeps transactions one at a time.
+    nonces: tokio::sync::Mutex<Nonces>,
+}
+
+/// The account's nonce, as far as the adapter knows it (as in the production adapter).
+#[derive(Default)]
+struct Nonces {
+    /// The next nonce to use; `None` when it must be read from the chain.
+    next: Option<u64>,
+    /// A transaction given up on as not mined, with its last fees (max fee, tip): the next
+    /// transaction takes its nonce, with higher fees, unless it was mined after all.
+    stuck: Option<(u64, u128, u128)>,
 }
 
 impl SimChain {
@@ -244,12 +256,14 @@ impl SimChain {
         hashes.iter().find_map(|h| mined.get(h).cloned())
     }
 
-    async fn send_and_wait(&self, mut tx: TxRequest) -> Result<Receipt, ChainError> {
+    /// Sends `tx` and waits for it to be mined, sending it again with higher fees while it is
+    /// not; `tx` ends with the last fees offered.
+    async fn send_and_wait(&self, tx: &mut TxRequest) -> Result<Receipt, ChainError> {
         let mut sent: Vec<B256> = Vec::new();
         for attempt in 0..=REPLACEMENTS_MAX {
             if attempt > 0 {
-                tx.max_fee_per_gas += tx.max_fee_per_gas / 8 + 1;
-                tx.max_priority_fee_per_gas += tx.max_priority_fee_per_gas / 8 + 1;
+                (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) =
+                    bumped(tx.max_fee_per_gas, tx.max_priority_fee_per_gas);
                 self.net.stats.lock().expect("chain stats").resent += 1;
             }
             if self.net.drops() {
@@ -269,7 +283,8 @@ impl SimChain {
                         sent.push(hash);
                     }
                     // An earlier send of this nonce was mined meanwhile: its receipt comes.
-                    Err(message) if !sent.is_empty() && nonce_taken(&message) => {}
+                    // Or a replacement was refused: an earlier send may still be mined.
+                    Err(_) if !sent.is_empty() => {}
                     Err(message) => return Err(ChainError::Rpc(message)),
                 }
             }
@@ -279,7 +294,7 @@ impl SimChain {
                 if let Some((receipt, timestamp)) = self.receipt(&sent) {
                     // The receipt itself is one more request.
                     self.request("eth_getTransactionReceipt", |_| ()).await?;
-                    return finish(receipt, timestamp);
+                    return finish(receipt, timestamp, tx.gas_limit);
                 }
                 if head.borrow().number >= start + REPLACE_AFTER_BLOCKS {
                     break;
@@ -293,13 +308,20 @@ impl SimChain {
     }
 }
 
-fn nonce_taken(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    message.contains("nonce too low") || message.contains("underpriced") || message.contains("already")
+/// Fees 12.5 % higher (and at least 1 wei): what a pool takes as a replacement.
+fn bumped(max_fee: u128, tip: u128) -> (u128, u128) {
+    (max_fee + max_fee / 8 + 1, tip + tip / 8 + 1)
 }
 
-/// A mined transaction as the port gives it: the receipt, or the revert.
-fn finish(receipt: neverust_sim::evm::Receipt, timestamp: u64) -> Result<Receipt, ChainError> {
+/// A mined transaction as the port gives it: the receipt, or why it failed.
+fn finish(
+    receipt: neverust_sim::evm::Receipt,
+    timestamp: u64,
+    gas_limit: u64,
+) -> Result<Receipt, ChainError> {
+    if !receipt.success && receipt.gas_used >= gas_limit {
+        return Err(ChainError::OutOfGas { tx: receipt.tx_hash, gas_limit });
+    }
     if !receipt.success {
         return Err(ChainError::Revert(Revert::decode(&receipt.output)));
     }
@@ -363,7 +385,7 @@ impl Chain for SimChain {
     }
 
     async fn send(&self, tx: Transaction) -> Result<Receipt, ChainError> {
-        let mut next_nonce = self.next_nonce.lock().await;
+        let mut nonces = self.nonces.lock().await;
         let mut request = TxRequest {
             from: self.account,
             to: tx.to,
@@ -385,21 +407,42 @@ impl Chain for SimChain {
         let base_fee = self.request("eth_getBlockByNumber", |b| b.next_base_fee()).await?;
         request.max_fee_per_gas = 2 * u128::from(base_fee) + TIP_WEI;
         let account = self.account;
+        request.nonce = match nonces.next {
+            Some(nonce) => nonce,
+            None => {
+                let mined = self.request("eth_getTransactionCount", move |b| b.mined_nonce(account)).await?;
+                match nonces.stuck {
+                    // Still not mined: take its place.
+                    Some((stuck, ..)) if stuck == mined => mined,
+                    _ => self.request("eth_getTransactionCount", move |b| b.pending_nonce(account)).await?,
+                }
+            }
+        };
+        if let Some((stuck, max_fee, tip)) = nonces.stuck
+            && stuck == request.nonce
+        {
+            let (max_fee, tip) = bumped(max_fee, tip);
+            request.max_fee_per_gas = request.max_fee_per_gas.max(max_fee);
+            request.max_priority_fee_per_gas = request.max_priority_fee_per_gas.max(tip);
+        }
         let balance = self.request("eth_getBalance", move |b| b.balance(account)).await?;
         let needed = U256::from(request.gas_limit) * U256::from(request.max_fee_per_gas);
         if balance < needed {
             return Err(ChainError::InsufficientFunds { account, balance, needed });
         }
-        request.nonce = match *next_nonce {
-            Some(nonce) => nonce,
-            None => self.request("eth_getTransactionCount", move |b| b.pending_nonce(account)).await?,
-        };
         let nonce = request.nonce;
-        let result = self.send_and_wait(request).await;
-        *next_nonce = match &result {
-            Ok(_) | Err(ChainError::Revert(_)) => Some(nonce + 1),
-            Err(_) => None,
-        };
+        // Unknown until this send ends: one given up half way leaves it to be read again.
+        nonces.next = None;
+        let result = self.send_and_wait(&mut request).await;
+        match &result {
+            Ok(_) | Err(ChainError::Revert(_) | ChainError::OutOfGas { .. }) => {
+                *nonces = Nonces { next: Some(nonce + 1), stuck: None }
+            }
+            Err(ChainError::NotMined { .. }) => {
+                nonces.stuck = Some((nonce, request.max_fee_per_gas, request.max_priority_fee_per_gas))
+            }
+            Err(_) => {}
+        }
         result
     }
 

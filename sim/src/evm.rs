@@ -431,13 +431,14 @@ impl ModeledChain {
     }
 
     fn block_env(&self, number: u64, timestamp: u64, base_fee: u64) -> BlockEnv {
-        let mut env = BlockEnv::default();
-        env.number = U256::from(number);
-        env.timestamp = U256::from(timestamp);
-        env.basefee = base_fee;
-        env.gas_limit = self.params.block_gas_limit;
-        env.prevrandao = Some(keccak256(number.to_be_bytes()));
-        env
+        BlockEnv {
+            number: U256::from(number),
+            timestamp: U256::from(timestamp),
+            basefee: base_fee,
+            gas_limit: self.params.block_gas_limit,
+            prevrandao: Some(keccak256(number.to_be_bytes())),
+            ..BlockEnv::default()
+        }
     }
 }
 
@@ -551,6 +552,8 @@ pub trait EvmBackend: Send {
     fn next_base_fee(&self) -> u64;
     /// The nonce a new transaction from `who` takes (past its pooled ones).
     fn pending_nonce(&mut self, who: Address) -> u64;
+    /// How many transactions of `who` are mined (the nonce in the head block's state).
+    fn mined_nonce(&mut self, who: Address) -> u64;
     fn balance(&mut self, who: Address) -> U256;
     fn code(&mut self, at: Address) -> Bytes;
     fn set_balance(&mut self, who: Address, balance: U256);
@@ -576,6 +579,10 @@ impl EvmBackend for ModeledChain {
 
     fn pending_nonce(&mut self, who: Address) -> u64 {
         ModeledChain::pending_nonce(self, who)
+    }
+
+    fn mined_nonce(&mut self, who: Address) -> u64 {
+        ModeledChain::nonce(self, who)
     }
 
     fn balance(&mut self, who: Address) -> U256 {

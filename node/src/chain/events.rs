@@ -8,7 +8,7 @@ use alloy_primitives::Address;
 use alloy_sol_types::SolEventInterface;
 
 use super::contracts::Marketplace::MarketplaceEvents;
-use super::{BlockHead, Chain, ChainError, ChainLog, LogFilter};
+use super::{Chain, ChainError, ChainLog, LogFilter};
 
 /// Most blocks read in one request (endpoints limit the range of `eth_getLogs`).
 pub const BLOCK_RANGE_MAX: u64 = 2_000;
@@ -17,12 +17,21 @@ pub struct EventFollower {
     chain: Arc<dyn Chain>,
     address: Address,
     next_block: u64,
+    confirmations: u64,
 }
 
 impl EventFollower {
-    /// Follows `address`'s events from `from_block` on.
-    pub fn new(chain: Arc<dyn Chain>, address: Address, from_block: u64) -> EventFollower {
-        EventFollower { chain, address, next_block: from_block }
+    /// Follows `address`'s events from `from_block` on. A block's events are read once
+    /// `confirmations` blocks are built on it: on a chain that reorganises, a block that deep
+    /// is taken as final, so no event is read from a block that later leaves the chain (0 on
+    /// chains that do not reorganise, such as Anvil and the simulator's).
+    pub fn new(
+        chain: Arc<dyn Chain>,
+        address: Address,
+        from_block: u64,
+        confirmations: u64,
+    ) -> EventFollower {
+        EventFollower { chain, address, next_block: from_block, confirmations }
     }
 
     /// The first block not read yet.
@@ -30,19 +39,21 @@ impl EventFollower {
         self.next_block
     }
 
-    /// Waits until a block not read yet exists, then reads the logs from the first block
-    /// not read up to the head (at most [`BLOCK_RANGE_MAX`] blocks at a time); the head
-    /// and the logs, in chain order. After an error, the next call reads the same blocks.
-    pub async fn next(&mut self) -> Result<(BlockHead, Vec<ChainLog>), ChainError> {
+    /// Waits until a block not read yet has its confirmations, then reads the logs from the
+    /// first block not read up to the newest confirmed one (at most [`BLOCK_RANGE_MAX`]
+    /// blocks at a time): the last block read and the logs, in chain order. After an error,
+    /// the next call reads the same blocks.
+    pub async fn next(&mut self) -> Result<(u64, Vec<ChainLog>), ChainError> {
         let mut head = self.chain.head().await?;
-        while head.number < self.next_block {
+        while head.number < self.next_block + self.confirmations {
             head = self.chain.next_block(head.number).await?;
         }
-        let to_block = head.number.min(self.next_block + BLOCK_RANGE_MAX - 1);
+        let confirmed = head.number - self.confirmations;
+        let to_block = confirmed.min(self.next_block + BLOCK_RANGE_MAX - 1);
         let filter = LogFilter { address: self.address, from_block: self.next_block, to_block };
         let logs = self.chain.logs(filter).await?;
         self.next_block = to_block + 1;
-        Ok((head, logs))
+        Ok((to_block, logs))
     }
 }
 

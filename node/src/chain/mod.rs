@@ -107,6 +107,9 @@ pub enum ChainError {
     /// A transaction sent (and re-sent with higher fees) was not mined in time; it may still be.
     #[error("transaction with nonce {nonce} was not mined after {attempts} attempts")]
     NotMined { nonce: u64, attempts: u32 },
+    /// A mined transaction ran out of gas: its padding was too small for the state it met.
+    #[error("transaction {tx} ran out of gas when mined (limit {gas_limit}); it changed nothing")]
+    OutOfGas { tx: B256, gas_limit: u64 },
     /// The account's key could not be read or made.
     #[error("account key: {0}")]
     Key(String),

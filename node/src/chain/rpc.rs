@@ -7,7 +7,8 @@
 //! estimated first (a revert comes back as the contract's error, and nothing is sent), sent
 //! with the estimate plus the caller's padding, EIP-1559 fees of twice the base fee plus the
 //! endpoint's suggested tip, and the balance checked first; one not mined after a few blocks
-//! is sent again with the same nonce and fees 12.5 % higher, up to a limit. The transaction
+//! (or a while, when blocks stop) is sent again with the same nonce and fees 12.5 % higher,
+//! up to a limit; one given up on is replaced by the account's next transaction. The transaction
 //! is signed here and sent raw, so no endpoint ever holds the key.
 
 use std::future::{Future, IntoFuture};
@@ -26,9 +27,10 @@ use async_trait::async_trait;
 
 use super::{BlockHead, Chain, ChainError, ChainLog, LogFilter, Receipt, Revert, Transaction};
 
-/// Chain ids of local development chains (Anvil, Hardhat, Ganache), where a node may make
-/// its own key.
-pub const LOCAL_CHAIN_IDS: [u64; 2] = [31337, 1337];
+/// Chain ids of local development chains with Anvil's methods (`anvil_mine`,
+/// `anvil_setBalance`) and funded development accounts: Anvil's and Hardhat's. There a node
+/// may make its own key and `deploy` may mine and fund.
+pub const LOCAL_CHAIN_IDS: [u64; 1] = [31337];
 
 /// How the adapter waits and retries.
 #[derive(Clone, Debug)]
@@ -42,8 +44,10 @@ pub struct RpcSettings {
     pub retry_delay_max: Duration,
     /// How often to look for a new block or a receipt.
     pub poll_interval: Duration,
-    /// New blocks after which a transaction not mined is sent again with higher fees.
+    /// New blocks after which a transaction not mined is sent again with higher fees...
     pub replace_after_blocks: u64,
+    /// ...or this long, when blocks stop coming.
+    pub replace_after_time: Duration,
     /// Most times a transaction is sent again.
     pub replacements_max: u32,
 }
@@ -59,6 +63,7 @@ impl RpcSettings {
             retry_delay_max: Duration::from_secs(5),
             poll_interval: if local { Duration::from_millis(50) } else { Duration::from_secs(1) },
             replace_after_blocks: 4,
+            replace_after_time: Duration::from_secs(90),
             replacements_max: 5,
         }
     }
@@ -72,9 +77,36 @@ pub struct RpcChain {
     account: Address,
     chain_id: u64,
     settings: RpcSettings,
-    /// The next nonce to use; `None` when it must be read from the chain. The lock also
-    /// keeps transactions one at a time.
-    next_nonce: tokio::sync::Mutex<Option<u64>>,
+    /// The lock also keeps transactions one at a time.
+    nonces: tokio::sync::Mutex<Nonces>,
+}
+
+/// The account's nonce, as far as this adapter knows it.
+#[derive(Default)]
+struct Nonces {
+    /// The next nonce to use; `None` when it must be read from the chain.
+    next: Option<u64>,
+    /// A transaction given up on as not mined, with its last fees: the next transaction
+    /// takes its nonce, with higher fees, unless it was mined after all.
+    stuck: Option<(u64, Fees)>,
+}
+
+/// EIP-1559 fees, in wei per gas.
+#[derive(Clone, Copy, Debug)]
+struct Fees {
+    max_fee: u128,
+    tip: u128,
+}
+
+impl Fees {
+    /// 12.5 % more (and at least 1 wei more): what an endpoint takes as a replacement.
+    fn bumped(self) -> Fees {
+        Fees { max_fee: self.max_fee + self.max_fee / 8 + 1, tip: self.tip + self.tip / 8 + 1 }
+    }
+
+    fn max(self, other: Fees) -> Fees {
+        Fees { max_fee: self.max_fee.max(other.max_fee), tip: self.tip.max(other.tip) }
+    }
 }
 
 /// The endpoint's chain id, without a key (to choose or make one).
@@ -113,7 +145,16 @@ impl RpcChain {
         key: PrivateKeySigner,
         expected_chain_id: Option<u64>,
     ) -> Result<RpcChain, ChainError> {
-        let settings = RpcSettings::for_endpoint(endpoint);
+        RpcChain::connect_with(endpoint, key, expected_chain_id, RpcSettings::for_endpoint(endpoint)).await
+    }
+
+    /// [`RpcChain::connect`], waiting and retrying as `settings` say.
+    pub async fn connect_with(
+        endpoint: &str,
+        key: PrivateKeySigner,
+        expected_chain_id: Option<u64>,
+        settings: RpcSettings,
+    ) -> Result<RpcChain, ChainError> {
         let provider = provider(endpoint, &settings).await?;
         let chain_id = retry(endpoint, &settings, "eth_chainId", || provider.get_chain_id()).await?;
         if let Some(expected) = expected_chain_id
@@ -129,7 +170,7 @@ impl RpcChain {
             account,
             chain_id,
             settings,
-            next_nonce: tokio::sync::Mutex::new(None),
+            nonces: tokio::sync::Mutex::new(Nonces::default()),
         })
     }
 
@@ -154,8 +195,8 @@ impl RpcChain {
         retry(&self.endpoint, &self.settings, what, request).await
     }
 
-    /// EIP-1559 fees for the next block: (max fee, tip).
-    async fn fees(&self) -> Result<(u128, u128), ChainError> {
+    /// EIP-1559 fees for the next block: twice the base fee plus the suggested tip.
+    async fn fees(&self) -> Result<Fees, ChainError> {
         let block = self
             .retry("eth_getBlockByNumber", || {
                 self.provider.get_block_by_number(BlockNumberOrTag::Latest).into_future()
@@ -164,64 +205,85 @@ impl RpcChain {
         let base = block.and_then(|b| b.header.base_fee_per_gas).unwrap_or(0);
         let tip =
             self.retry("eth_maxPriorityFeePerGas", || self.provider.get_max_priority_fee_per_gas()).await?;
-        Ok((2 * u128::from(base) + tip, tip))
+        Ok(Fees { max_fee: 2 * u128::from(base) + tip, tip })
     }
 
-    /// Sends `request` with `nonce` and waits for it to be mined, sending it again with
-    /// higher fees while it is not.
+    /// Sends `request` with `nonce` and `fees` and waits for it to be mined, sending it
+    /// again with higher fees while it is not; `fees` ends as the last fees offered.
     async fn send_and_wait(
         &self,
         request: TransactionRequest,
         nonce: u64,
         gas_limit: u64,
+        fees: &mut Fees,
     ) -> Result<Receipt, ChainError> {
-        let (mut max_fee, mut tip) = self.fees().await?;
         let mut sent: Vec<B256> = Vec::new();
         for attempt in 0..=self.settings.replacements_max {
+            if attempt > 0 {
+                // When the endpoint cannot say what fees are now, more than the last will do.
+                let market = self.fees().await.unwrap_or(*fees);
+                *fees = fees.bumped().max(market);
+                tracing::warn!(
+                    nonce,
+                    attempt,
+                    max_fee = fees.max_fee,
+                    tip = fees.tip,
+                    "transaction not mined: sending it again with higher fees"
+                );
+            }
             let envelope = request
                 .clone()
                 .with_nonce(nonce)
                 .with_gas_limit(gas_limit)
-                .with_max_fee_per_gas(max_fee)
-                .with_max_priority_fee_per_gas(tip)
+                .with_max_fee_per_gas(fees.max_fee)
+                .with_max_priority_fee_per_gas(fees.tip)
                 .build(&self.wallet)
                 .await
                 .map_err(|e| ChainError::Key(format!("signing: {e}")))?;
             let raw = envelope.encoded_2718();
+            // Watched from before it is sent: when the endpoint took it but the answer was
+            // lost, the next try is refused ("already known", "nonce too low") and this is
+            // the transaction that gets mined.
+            sent.push(keccak256(&raw));
+            let mut nonce_used = false;
             match self.retry("eth_sendRawTransaction", || self.provider.send_raw_transaction(&raw)).await {
-                Ok(pending) => sent.push(*pending.tx_hash()),
-                // An earlier send of this nonce was mined, or is known already: wait for it.
-                Err(ChainError::Rpc(message)) if !sent.is_empty() && nonce_taken(&message) => {}
-                Err(ChainError::Rpc(message)) if message.contains("already known") => {
-                    sent.push(keccak256(&raw))
+                Ok(_) => {}
+                // A send of ours holds the nonce (in the pool, or mined): wait for it.
+                Err(ChainError::Rpc(message)) if nonce_taken(&message) => {
+                    nonce_used = message.to_ascii_lowercase().contains("nonce too low");
+                }
+                // A replacement refused (its fees unaffordable, say): an earlier send may
+                // still be mined.
+                Err(error) if attempt > 0 => {
+                    tracing::warn!(nonce, %error, "a replacement was refused; waiting for the earlier sends")
                 }
                 Err(error) => return Err(error),
             }
             let start = self.head().await?.number;
+            let started = tokio::time::Instant::now();
             loop {
                 for hash in &sent {
                     let receipt = self
                         .retry("eth_getTransactionReceipt", || self.provider.get_transaction_receipt(*hash))
                         .await?;
                     if let Some(receipt) = receipt {
-                        return self.finish(&request, receipt).await;
+                        return self.finish(&request, receipt, gas_limit).await;
                     }
                 }
-                if self.head().await?.number >= start + self.settings.replace_after_blocks {
+                if nonce_used {
+                    // Mined, and none of ours: another transaction of this account took it.
+                    return Err(ChainError::Rpc(format!(
+                        "nonce {nonce} was used by another transaction of account {}",
+                        self.account
+                    )));
+                }
+                if self.head().await?.number >= start + self.settings.replace_after_blocks
+                    || started.elapsed() >= self.settings.replace_after_time
+                {
                     break;
                 }
                 tokio::time::sleep(self.settings.poll_interval).await;
             }
-            let (market_fee, market_tip) = self.fees().await?;
-            max_fee = (max_fee + max_fee / 8 + 1).max(market_fee);
-            tip = (tip + tip / 8 + 1).max(market_tip);
-            tracing::warn!(
-                nonce,
-                attempt,
-                max_fee,
-                tip,
-                "transaction not mined: sending it again with higher fees"
-            );
         }
         Err(ChainError::NotMined { nonce, attempts: self.settings.replacements_max + 1 })
     }
@@ -231,8 +293,15 @@ impl RpcChain {
         &self,
         request: &TransactionRequest,
         receipt: TransactionReceipt,
+        gas_limit: u64,
     ) -> Result<Receipt, ChainError> {
-        let block = receipt.block_number().unwrap_or_default();
+        let tx = receipt.transaction_hash();
+        let block = receipt
+            .block_number()
+            .ok_or_else(|| ChainError::Rpc(format!("the receipt of {tx} names no block")))?;
+        if !receipt.status() && receipt.gas_used() >= gas_limit {
+            return Err(ChainError::OutOfGas { tx, gas_limit });
+        }
         if !receipt.status() {
             let revert = self.revert_reason(request, receipt.transaction_hash(), block).await;
             tracing::debug!(tx = %receipt.transaction_hash(), %revert, "transaction reverted when mined");
@@ -252,7 +321,9 @@ impl RpcChain {
         let header = self
             .retry("eth_getBlockByNumber", || self.provider.get_block_by_number(block.into()).into_future())
             .await?;
-        let timestamp = header.map(|b| b.header.timestamp).unwrap_or_default();
+        let timestamp = header.map(|b| b.header.timestamp).ok_or_else(|| {
+            ChainError::Rpc(format!("the endpoint has no block {block}, where {tx} was mined"))
+        })?;
         Ok(Receipt {
             tx_hash: receipt.transaction_hash(),
             block,
@@ -270,16 +341,23 @@ impl RpcChain {
     /// same call on the state before its block (which may not fail the same way).
     async fn revert_reason(&self, request: &TransactionRequest, tx: B256, block: u64) -> Revert {
         let tracer = serde_json::json!({ "tracer": "callTracer" });
-        let trace: Result<serde_json::Value, _> =
-            self.provider.raw_request("debug_traceTransaction".into(), (tx, tracer)).await;
-        if let Some(output) = trace.ok().as_ref().and_then(|t| t["output"].as_str())
+        let limit = self.settings.request_timeout;
+        let trace: Option<serde_json::Value> = tokio::time::timeout(
+            limit,
+            self.provider.raw_request("debug_traceTransaction".into(), (tx, tracer)),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok);
+        if let Some(output) = trace.as_ref().and_then(|t| t["output"].as_str())
             && let Ok(data) = output.parse::<Bytes>()
         {
             return Revert::decode(&data);
         }
         let before = BlockId::number(block.saturating_sub(1));
-        match self.provider.call(request.clone()).block(before).await.map_err(classify) {
-            Err(ChainError::Revert(revert)) => revert,
+        let call = self.provider.call(request.clone()).block(before).into_future();
+        match tokio::time::timeout(limit, call).await.map(|answer| answer.map_err(classify)) {
+            Ok(Err(ChainError::Revert(revert))) => revert,
             _ => Revert::Unknown(Bytes::new()),
         }
     }
@@ -321,7 +399,7 @@ impl Chain for RpcChain {
     }
 
     async fn send(&self, tx: Transaction) -> Result<Receipt, ChainError> {
-        let mut next_nonce = self.next_nonce.lock().await;
+        let mut nonces = self.nonces.lock().await;
         let kind = tx.to.map_or(TxKind::Create, TxKind::Call);
         let request = TransactionRequest::default()
             .with_from(self.account)
@@ -332,26 +410,47 @@ impl Chain for RpcChain {
             .retry("eth_estimateGas", || self.provider.estimate_gas(request.clone()).into_future())
             .await?;
         let gas_limit = estimate + estimate * tx.gas_padding_percent / 100;
-        let (max_fee, _) = self.fees().await?;
+        let mut fees = self.fees().await?;
+        let nonce = match nonces.next {
+            Some(nonce) => nonce,
+            None => {
+                let mined = self
+                    .retry("eth_getTransactionCount", || {
+                        self.provider.get_transaction_count(self.account).latest().into_future()
+                    })
+                    .await?;
+                match nonces.stuck {
+                    // Still not mined: take its place.
+                    Some((stuck, _)) if stuck == mined => mined,
+                    _ => {
+                        self.retry("eth_getTransactionCount", || {
+                            self.provider.get_transaction_count(self.account).pending().into_future()
+                        })
+                        .await?
+                    }
+                }
+            }
+        };
+        if let Some((stuck, stuck_fees)) = nonces.stuck
+            && stuck == nonce
+        {
+            fees = fees.max(stuck_fees.bumped());
+        }
         let balance = self.balance(self.account).await?;
-        let needed = U256::from(gas_limit) * U256::from(max_fee);
+        let needed = U256::from(gas_limit) * U256::from(fees.max_fee);
         if balance < needed {
             return Err(ChainError::InsufficientFunds { account: self.account, balance, needed });
         }
-        let nonce = match *next_nonce {
-            Some(nonce) => nonce,
-            None => {
-                self.retry("eth_getTransactionCount", || {
-                    self.provider.get_transaction_count(self.account).pending().into_future()
-                })
-                .await?
+        // Unknown until this send ends: one given up half way leaves it to be read again.
+        nonces.next = None;
+        let result = self.send_and_wait(request, nonce, gas_limit, &mut fees).await;
+        match &result {
+            Ok(_) | Err(ChainError::Revert(_) | ChainError::OutOfGas { .. }) => {
+                *nonces = Nonces { next: Some(nonce + 1), stuck: None }
             }
-        };
-        let result = self.send_and_wait(request, nonce, gas_limit).await;
-        *next_nonce = match &result {
-            Ok(_) | Err(ChainError::Revert(_)) => Some(nonce + 1), // mined
-            Err(_) => None,                                        // unknown: read it again
-        };
+            Err(ChainError::NotMined { .. }) => nonces.stuck = Some((nonce, fees)),
+            Err(_) => {}
+        }
         result
     }
 
@@ -436,7 +535,8 @@ fn classify(error: RpcError<TransportErrorKind>) -> ChainError {
     ChainError::Rpc(error.to_string())
 }
 
-/// The endpoint's way of saying a nonce was used (by a send of ours that got mined).
+/// The endpoint's way of saying a nonce is held: by a transaction mined, or one in the pool
+/// (the same one, or one whose fees a replacement must beat).
 fn nonce_taken(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     message.contains("nonce too low") || message.contains("already known") || message.contains("underpriced")

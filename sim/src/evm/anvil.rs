@@ -181,6 +181,11 @@ impl EvmBackend for AnvilBackend {
         hex_u64(&self.ok("eth_getTransactionCount", json!([who, "pending"])))
     }
 
+    fn mined_nonce(&mut self, who: Address) -> u64 {
+        let head = self.at_head();
+        hex_u64(&self.ok("eth_getTransactionCount", json!([who, head])))
+    }
+
     fn balance(&mut self, who: Address) -> U256 {
         let head = self.at_head();
         serde_json::from_value(self.ok("eth_getBalance", json!([who, head]))).unwrap_or_default()

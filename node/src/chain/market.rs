@@ -203,7 +203,8 @@ impl Marketplace {
     pub async fn approve(&self, amount: U256) -> Result<(), ChainError> {
         let allowance = TestToken::allowanceCall { owner: self.account(), spender: self.address };
         let current = view(&*self.chain, self.token, allowance).await?;
-        let approve = TestToken::approveCall { spender: self.address, value: current + amount };
+        // An unlimited allowance stays unlimited.
+        let approve = TestToken::approveCall { spender: self.address, value: current.saturating_add(amount) };
         let tx = Transaction {
             to: Some(self.token),
             data: approve.abi_encode().into(),
@@ -290,7 +291,8 @@ impl Marketplace {
     /// Restores the slot's collateral after slashes.
     pub async fn top_up_collateral(&self, slot: SlotId) -> Result<Receipt, ChainError> {
         let active = self.view(M::getActiveSlotCall { slotId: slot }).await?;
-        let missing = collateral_per_slot(&active.request.ask) - self.current_collateral(slot).await?;
+        let missing =
+            collateral_per_slot(&active.request.ask).saturating_sub(self.current_collateral(slot).await?);
         self.approve(missing).await?;
         self.transact(M::topUpCollateralCall { slotId: slot }, padding::DEFAULT).await
     }

@@ -20,12 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use alloy_primitives::{Address, U256};
 
+use super::events::market_event;
 use super::market::{
     Groth16Proof, Marketplace, Request, RequestId, RequestState, SlotState, collateral_per_slot,
     price_per_slot_per_second, public_inputs, request_id, slot_id,
 };
-use super::{BlockHead, ChainError};
+use super::{BlockHead, ChainError, LogFilter};
 use crate::chain::contracts::Marketplace as M;
+use crate::chain::contracts::Marketplace::MarketplaceEvents;
 
 /// Makes a proof for a challenge's public inputs (entropy, dataset root, slot index).
 pub trait ProofMaker: Send + Sync {
@@ -374,6 +376,7 @@ async fn host_task(
         }
         Err(e) => return Err(at(format!("reserveSlot {slot}"))(e)),
     }
+    let sent_after = persist("head", || host.chain().head()).await?.number;
     let (block, filled_at) = loop {
         match with_fresh_proofs(&host, &request, slot, &*prover, |proof| host.fill_slot(id, slot, proof))
             .await
@@ -390,8 +393,9 @@ async fn host_task(
                         persist("slotPayment", || host.view(M::slotPaymentCall { slotId: sid })).await?;
                     let end = persist("requestEnd", || host.request_end(id)).await?;
                     let per_second = super::market::price_per_slot_per_second(&request.ask);
-                    let head = persist("head", || host.chain().head()).await?;
-                    break (head.number, end - (payment / per_second).saturating_to::<u64>());
+                    let filled = |e: &MarketplaceEvents| matches!(e, MarketplaceEvents::SlotFilled(f) if f.requestId == id && f.slotIndex == slot);
+                    let block = newest_event_block(&host, sent_after, filled).await?;
+                    break (block, end - (payment / per_second).saturating_to::<u64>());
                 }
                 if !e.is_transient() {
                     return Err(at(format!("fillSlot {slot}"))(e));
@@ -510,6 +514,7 @@ async fn validator_task(
                 continue;
             }
             let before = persist("missingProofs", || validator.missing_proofs(sid)).await?;
+            let sent_after = persist("head", || validator.chain().head()).await?.number;
             let block = match validator.mark_proof_as_missing(sid, ended).await {
                 Ok(receipt) => Some(receipt.block),
                 // Too late, or proven meanwhile: nothing to mark.
@@ -518,9 +523,17 @@ async fn validator_task(
                     // Did the attempt whose answer was lost land? The count of misses says.
                     tokio::time::sleep(PAUSE).await;
                     let after = persist("missingProofs", || validator.missing_proofs(sid)).await?;
-                    let landed = after == before + 1 || (before + 1 == max_slashes && after == 0);
-                    let head = persist("head", || validator.chain().head()).await?;
-                    landed.then_some(head.number)
+                    let freed = before + 1 == max_slashes && after == 0;
+                    if freed {
+                        // The slot's freeing tells the block, which orders the repair after it.
+                        let slot_freed = |e: &MarketplaceEvents| matches!(e, MarketplaceEvents::SlotFreed(f) if f.requestId == id && f.slotIndex == slot);
+                        Some(newest_event_block(&validator, sent_after, slot_freed).await?)
+                    } else if after == before + 1 {
+                        // No event marks a miss: the newest block is as close as it gets.
+                        Some(persist("head", || validator.chain().head()).await?.number)
+                    } else {
+                        None
+                    }
                 }
                 Err(e) => return Err(at(format!("markProofAsMissing {slot}"))(e)),
             };
@@ -532,6 +545,21 @@ async fn validator_task(
         }
         head = persist("waiting for a block", || validator.chain().next_block(head.number)).await?;
     }
+}
+
+/// The block of the newest marketplace event that `wanted` picks, mined after block
+/// `after`: where a transaction whose answer was lost landed (the newest block when the event
+/// is not found, which cannot happen when the transaction landed).
+async fn newest_event_block(
+    market: &Marketplace,
+    after: u64,
+    wanted: impl Fn(&MarketplaceEvents) -> bool,
+) -> Result<u64, WalkError> {
+    let head = persist("head", || market.chain().head()).await?.number;
+    let filter = LogFilter { address: market.address(), from_block: after + 1, to_block: head };
+    let logs = persist("getLogs", || market.chain().logs(filter)).await?;
+    let found = logs.iter().rev().find(|log| market_event(log).is_some_and(|e| wanted(&e)));
+    Ok(found.map_or(head, |log| log.block))
 }
 
 /// Waits until the request is on chain.

@@ -67,6 +67,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         None if local => LOCAL_DEPLOYER_KEY.parse().expect("a valid key"),
         None => bail!("--eth-private-key is needed to deploy on chain {chain_id} (not a local chain)"),
     };
+    if !args.fund.is_empty() && !local {
+        bail!("--fund works on local chains only; chain {chain_id} is not one");
+    }
     let chain = RpcChain::connect(endpoint, key, Some(chain_id)).await?;
     let started = std::time::Instant::now();
     let head = chain.head().await?;
@@ -92,17 +95,17 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     config.proofs.timeout = args.proof_timeout.unwrap_or(config.proofs.timeout);
     config.proofs.downtime = args.proof_downtime.unwrap_or(config.proofs.downtime);
     let deployment = deploy::deploy(&chain, &config, verifier.to_chain(), args.token).await?;
+    // Written before funding: whatever happens next, the contracts are not lost.
+    write_deployment(&args.output, &deployment)?;
     for account in &args.fund {
-        if !local {
-            bail!("--fund works on local chains only; chain {chain_id} is not one");
-        }
         chain.raw::<_, serde_json::Value>("anvil_setBalance", (*account, U256::from(FUND_ETHER_WEI))).await?;
         if args.token.is_none() {
             deploy::mint(&chain, deployment.token, *account, U256::from(FUND_TOKENS)).await?;
+            println!("funded {account} with ether and test tokens");
+        } else {
+            println!("funded {account} with ether (tokens of --token are not ours to mint)");
         }
-        println!("funded {account}");
     }
-    write_deployment(&args.output, &deployment)?;
     println!(
         "deployed on chain {chain_id} in {:.1} s: token {}, verifier {}, marketplace {} (block {})\nwrote {}",
         started.elapsed().as_secs_f64(),
@@ -167,7 +170,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Option<Marketplace>> {
     let ether = chain.balance(account).await?;
     if ether.is_zero() {
         let hint = if local {
-            format!(" (on a local chain: `neverust deploy --fund {account}`)")
+            format!(" (on a local chain, a deployment made with `neverust deploy --fund {account}` funds it)")
         } else {
             String::new()
         };

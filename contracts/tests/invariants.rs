@@ -368,10 +368,8 @@ impl Run {
                 slot_states.push(slot);
             }
             let filled = slot_states.iter().filter(|s| **s == state::FILLED).count() as u64;
-            if previous == state::NEW && state == state::STARTED {
-                if filled != ask.slots {
-                    return Err(format!("started with {filled} of {} slots filled", ask.slots));
-                }
+            if previous == state::NEW && state == state::STARTED && filled != ask.slots {
+                return Err(format!("started with {filled} of {} slots filled", ask.slots));
             }
             if state == state::STARTED && ask.slots - filled > ask.maxSlotLoss {
                 return Err(format!(

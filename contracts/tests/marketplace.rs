@@ -196,7 +196,7 @@ fn unknown_requests_are_refused_by_name() {
         M::Marketplace_UnknownRequest {},
     );
     assert_reverts(h.view(DEPLOYER, M::requestEndCall { requestId: id }), M::Marketplace_UnknownRequest {});
-    assert_eq!(h.view(host(0), M::canReserveSlotCall { requestId: id, slotIndex: 0 }).unwrap(), false);
+    assert!(!h.view(host(0), M::canReserveSlotCall { requestId: id, slotIndex: 0 }).unwrap());
     assert_reverts(
         h.send(host(0), M::reserveSlotCall { requestId: id, slotIndex: 0 }),
         M::SlotReservations_ReservationNotAllowed {},

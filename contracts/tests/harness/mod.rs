@@ -286,10 +286,10 @@ impl Harness {
     }
 
     pub fn request_state(&mut self, id: B256) -> u8 {
-        self.view(DEPLOYER, M::requestStateCall { requestId: id }).unwrap() as u8
+        self.view(DEPLOYER, M::requestStateCall { requestId: id }).unwrap()
     }
 
     pub fn slot_state(&mut self, id: B256) -> u8 {
-        self.view(DEPLOYER, M::slotStateCall { slotId: id }).unwrap() as u8
+        self.view(DEPLOYER, M::slotStateCall { slotId: id }).unwrap()
     }
 }

@@ -1,6 +1,6 @@
 //! A contract's events from a block on, in chain order and without gaps: each step waits for
-//! a new block and reads the logs of every block since the last step, so events emitted while
-//! the node was busy, restarting or disconnected are read late, never lost.
+//! a new confirmed block and reads the logs of every block since the last step, so events
+//! emitted while the node was busy, restarting or disconnected are read late, never lost.
 
 use std::sync::Arc;
 

@@ -57,6 +57,13 @@ static ROUND_CONSTANTS: LazyLock<RoundConstants> = LazyLock::new(|| {
     }
 });
 
+/// The round constants: four full rounds' worth, then the 56 partial rounds', then four
+/// full rounds' (for the in-circuit permutation, which must use the very same).
+pub(crate) fn round_constants() -> (&'static [[F; 3]; 8], &'static [F; 56]) {
+    let constants = &*ROUND_CONSTANTS;
+    (&constants.external, &constants.internal)
+}
+
 fn sbox(x: &mut F) {
     let x4 = x.square().square();
     *x *= x4;
@@ -125,7 +132,7 @@ pub type Poseidon2Tree = Tree<Poseidon2>;
 pub type Poseidon2Proof = Proof<Poseidon2>;
 
 /// The sponge's initial capacity element: `2⁶⁴ + 256·t + rate` for t = 3, rate 2.
-fn sponge_iv() -> F {
+pub(crate) fn sponge_iv() -> F {
     F::from(1u128 << 64) + F::from(256u64 * 3 + 2)
 }
 

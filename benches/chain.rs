@@ -68,9 +68,7 @@ fn bench(c: &mut Criterion) {
     let key = Groth16Verifier::constructorCall { key: prover.verifier().to_chain() }.abi_encode();
     let verifier = deploy(&mut proofs, [Groth16Verifier::BYTECODE.as_ref(), &key].concat());
     let inputs = StandInInputs { entropy: 1u64.into(), root: 2u64.into(), slot: 3u64.into() };
-    let proof = proof_to_chain(&prover.prove(inputs, 1));
-    let proof =
-        alloy_sol_types::SolValue::abi_decode(&alloy_sol_types::SolValue::abi_encode(&proof)).unwrap();
+    let proof = proof_to_chain(&prover.prove(inputs, 1)).into();
     let verify =
         Groth16Verifier::verifyCall { proof, pubSignals: inputs.to_vec().iter().map(fr_to_u256).collect() }
             .abi_encode();

@@ -410,8 +410,7 @@ async fn archivist_proof_verifies_on_anvil() {
 }
 
 fn proof_to_chain_verifier(proof: &ark_groth16::Proof<ark_bn254::Bn254>) -> Groth16Verifier::Groth16Proof {
-    let proof = neverust::proofs::groth16::proof_to_chain(proof);
-    alloy_sol_types::SolValue::abi_decode(&alloy_sol_types::SolValue::abi_encode(&proof)).unwrap()
+    neverust::proofs::groth16::proof_to_chain(proof).into()
 }
 
 /// A transaction the pool forgets is sent again, with higher fees, and mined.

@@ -4,7 +4,7 @@
 mod harness;
 
 use alloy_primitives::{Address, U256};
-use alloy_sol_types::{SolConstructor, SolValue};
+use alloy_sol_types::SolConstructor;
 use harness::*;
 use neverust::chain::contracts::{Groth16Verifier as V, Marketplace as M};
 use neverust::proofs::groth16::{
@@ -23,8 +23,7 @@ fn deploy(h: &mut Harness, key: V::VerifyingKey) -> Address {
 }
 
 fn verify(h: &mut Harness, verifier: Address, proof: &M::Groth16Proof, inputs: Vec<U256>) -> bool {
-    // The marketplace's and the verifier's proof structs are the same ABI type.
-    let proof = V::Groth16Proof::abi_decode(&proof.abi_encode()).unwrap();
+    let proof = V::Groth16Proof::from(proof.clone());
     h.view_of(verifier, DEPLOYER, V::verifyCall { proof, pubSignals: inputs }).expect("verify never reverts")
 }
 

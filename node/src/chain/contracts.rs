@@ -26,6 +26,15 @@ sol!(
     "../contracts/artifacts/Groth16Verifier.json"
 );
 
+impl From<Marketplace::Groth16Proof> for Groth16Verifier::Groth16Proof {
+    /// The marketplace's proof struct as the verifier's: the two bindings are distinct Rust
+    /// types of one ABI type.
+    fn from(proof: Marketplace::Groth16Proof) -> Self {
+        use alloy_sol_types::SolValue;
+        SolValue::abi_decode(&proof.abi_encode()).expect("one ABI type")
+    }
+}
+
 /// The artifacts' `build.json`: compiler, settings and the hash of every source.
 pub const BUILD_INFO: &str = include_str!("../../../contracts/artifacts/build.json");
 

@@ -393,8 +393,7 @@ async fn host_task(
                         persist("slotPayment", || host.view(M::slotPaymentCall { slotId: sid })).await?;
                     let end = persist("requestEnd", || host.request_end(id)).await?;
                     let per_second = super::market::price_per_slot_per_second(&request.ask);
-                    let filled = |e: &MarketplaceEvents| matches!(e, MarketplaceEvents::SlotFilled(f) if f.requestId == id && f.slotIndex == slot);
-                    let block = newest_event_block(&host, sent_after, filled).await?;
+                    let block = slot_event_block(&host, sent_after, id, slot, SlotEvent::Filled).await?;
                     break (block, end - (payment / per_second).saturating_to::<u64>());
                 }
                 if !e.is_transient() {
@@ -526,8 +525,7 @@ async fn validator_task(
                     let freed = before + 1 == max_slashes && after == 0;
                     if freed {
                         // The slot's freeing tells the block, which orders the repair after it.
-                        let slot_freed = |e: &MarketplaceEvents| matches!(e, MarketplaceEvents::SlotFreed(f) if f.requestId == id && f.slotIndex == slot);
-                        Some(newest_event_block(&validator, sent_after, slot_freed).await?)
+                        Some(slot_event_block(&validator, sent_after, id, slot, SlotEvent::Freed).await?)
                     } else if after == before + 1 {
                         // No event marks a miss: the newest block is as close as it gets.
                         Some(persist("head", || validator.chain().head()).await?.number)
@@ -547,19 +545,33 @@ async fn validator_task(
     }
 }
 
-/// The block of the newest marketplace event that `wanted` picks, mined after block
-/// `after`: where a transaction whose answer was lost landed (the newest block when the event
-/// is not found, which cannot happen when the transaction landed).
-async fn newest_event_block(
+#[derive(Clone, Copy)]
+enum SlotEvent {
+    Filled,
+    Freed,
+}
+
+/// The block of a slot's newest `SlotFilled` or `SlotFreed` event mined after block `after`:
+/// where a transaction whose answer was lost landed (the newest block when the event is not
+/// found, which cannot happen when the transaction landed).
+async fn slot_event_block(
     market: &Marketplace,
     after: u64,
-    wanted: impl Fn(&MarketplaceEvents) -> bool,
+    id: RequestId,
+    slot: u64,
+    which: SlotEvent,
 ) -> Result<u64, WalkError> {
     let head = persist("head", || market.chain().head()).await?.number;
     let filter = LogFilter { address: market.address(), from_block: after + 1, to_block: head };
     let logs = persist("getLogs", || market.chain().logs(filter)).await?;
-    let found = logs.iter().rev().find(|log| market_event(log).is_some_and(|e| wanted(&e)));
-    Ok(found.map_or(head, |log| log.block))
+    let wanted = |log: &&super::ChainLog| match (market_event(log), which) {
+        (Some(MarketplaceEvents::SlotFilled(e)), SlotEvent::Filled) => {
+            e.requestId == id && e.slotIndex == slot
+        }
+        (Some(MarketplaceEvents::SlotFreed(e)), SlotEvent::Freed) => e.requestId == id && e.slotIndex == slot,
+        _ => false,
+    };
+    Ok(logs.iter().rev().find(wanted).map_or(head, |log| log.block))
 }
 
 /// Waits until the request is on chain.

@@ -53,6 +53,10 @@ impl Num {
         Num { lc, value: self.value.zip(other.value).map(|(a, b)| a + b) }
     }
 
+    pub fn sub(&self, other: &Num) -> Num {
+        self.add(&other.scale(-Fr::ONE))
+    }
+
     pub fn add_constant(&self, constant: Fr) -> Num {
         self.add(&Num::constant(constant))
     }
@@ -61,8 +65,19 @@ impl Num {
         Num { lc: &self.lc * factor, value: self.value.map(|v| v * factor) }
     }
 
-    /// The product, as a new variable: one constraint.
+    /// The value when it is a constant of the circuit (no variable in it).
+    pub fn as_constant(&self) -> Option<Fr> {
+        self.lc.iter().all(|(_, variable)| *variable == Variable::One).then_some(self.value).flatten()
+    }
+
+    /// The product, as a new variable: one constraint (none when either side is a constant).
     pub fn mul(&self, cs: &ConstraintSystemRef<Fr>, other: &Num) -> Result<Num, SynthesisError> {
+        if let Some(factor) = other.as_constant() {
+            return Ok(self.scale(factor));
+        }
+        if let Some(factor) = self.as_constant() {
+            return Ok(other.scale(factor));
+        }
         let product = Num::witness(cs, self.value.zip(other.value).map(|(a, b)| a * b))?;
         cs.enforce_r1cs_constraint(|| self.lc.clone(), || other.lc.clone(), || product.lc.clone())?;
         Ok(product)

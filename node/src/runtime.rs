@@ -22,6 +22,9 @@ pub enum Compute {
     Modeled {
         /// SHA-256 throughput of the simulated machine.
         hash_bytes_per_sec: u64,
+        /// Groth16 proving speed of the simulated machine, in circuit constraints a second
+        /// (a proof's cost grows with its circuit's constraints: `benches/proofs.rs`).
+        prove_constraints_per_sec: u64,
     },
 }
 
@@ -55,13 +58,31 @@ impl Compute {
         R: Send + 'static,
     {
         let result = self.run(work).await;
-        if let Compute::Modeled { hash_bytes_per_sec } = self
-            && hash_bytes_per_sec > 0
-        {
-            tokio::time::sleep(std::time::Duration::from_secs_f64(bytes as f64 / hash_bytes_per_sec as f64))
-                .await;
+        if let Compute::Modeled { hash_bytes_per_sec, .. } = self {
+            modeled_cost(bytes, hash_bytes_per_sec).await;
         }
         result
+    }
+
+    /// Runs `work`, which makes a Groth16 proof of a circuit of `constraints` constraints;
+    /// under [`Compute::Modeled`] the proving time passes on the (virtual) clock afterwards.
+    pub async fn run_proving<R, F>(self, constraints: u64, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let result = self.run(work).await;
+        if let Compute::Modeled { prove_constraints_per_sec, .. } = self {
+            modeled_cost(constraints, prove_constraints_per_sec).await;
+        }
+        result
+    }
+}
+
+/// Lets `amount / rate` seconds pass (no time when the rate is 0: not modeled).
+async fn modeled_cost(amount: u64, rate: u64) {
+    if rate > 0 {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(amount as f64 / rate as f64)).await;
     }
 }
 

@@ -266,8 +266,14 @@ impl SlotTree {
 
     /// The proof of `cell`, which lies in `block` (its bytes; zeroes for a padding block).
     pub fn cell_proof(&self, cell: u64, block: &[u8]) -> CellProof {
+        self.cell_proof_in(cell, &block_tree(block, self.cell_size_bytes))
+    }
+
+    /// The proof of `cell`, given the cell tree of its block (see [`block_tree`]), so
+    /// several cells of one block share one tree.
+    pub fn cell_proof_in(&self, cell: u64, block_tree: &Poseidon2Tree) -> CellProof {
         let (block_index, in_block) = (cell / self.cells_per_block, cell % self.cells_per_block);
-        let block_proof = block_tree(block, self.cell_size_bytes).proof(in_block);
+        let block_proof = block_tree.proof(in_block);
         CellProof {
             cell,
             cells_per_block: self.cells_per_block,

@@ -63,6 +63,10 @@ pub fn build_input(
     if block_depth != params.block_tree_depth || !tree.cells_per_block().is_power_of_two() {
         return Err(shape("block tree depth", params.block_tree_depth, block_depth));
     }
+    if tree.cells() <= tree.cells_per_block() {
+        // Archivist's circuit reads a slot root above the block trees: two blocks at least.
+        return Err(shape("blocks of a slot, at least", 2, tree.blocks() as usize));
+    }
     let depth = tree.cells().trailing_zeros() as usize;
     if depth > params.max_depth {
         return Err(shape("slot tree depth at most maxDepth", params.max_depth, depth));
@@ -76,6 +80,7 @@ pub fn build_input(
     let zero_block = vec![0u8; block_size];
     let mut cells = Vec::with_capacity(params.samples);
     let mut paths = Vec::with_capacity(params.samples);
+    let mut block_trees = BTreeMap::new();
     for cell in sampled_cells(params, &entropy, tree) {
         let block_index = cell / tree.cells_per_block();
         let block = if block_index < tree.blocks() {
@@ -94,7 +99,10 @@ pub fn build_input(
         if elements.len() != params.cell_elements {
             return Err(shape("field elements of a cell", params.cell_elements, elements.len()));
         }
-        let mut path = tree.cell_proof(cell, block).path();
+        // A block's cell tree is built once however many samples fall in it.
+        let block_tree =
+            block_trees.entry(block_index).or_insert_with(|| poseidon2::block_tree(block, CELL_SIZE_BYTES));
+        let mut path = tree.cell_proof_in(cell, block_tree).path();
         path.resize(params.max_depth, Fr::ZERO);
         cells.push(elements);
         paths.push(path);

@@ -18,4 +18,5 @@ pub mod groth16;
 pub mod input;
 pub mod poseidon2_gadget;
 pub mod prover;
+pub mod proving;
 pub mod stand_in;

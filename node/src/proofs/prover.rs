@@ -15,7 +15,7 @@ use ark_groth16::{Groth16, Proof, ProvingKey};
 use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, SynthesisMode};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use ark_snark::SNARK;
-use ark_std::rand::{CryptoRng, RngCore, SeedableRng, rngs::StdRng};
+use ark_std::rand::{SeedableRng, rngs::StdRng};
 use sha2::{Digest, Sha256};
 
 use super::circuit::{InputError, Params, ProofInput, StorageProofCircuit};
@@ -70,16 +70,13 @@ impl Prover {
         &self.verifier
     }
 
-    /// A proof for `input`, its randomness from `rng`. The proof is verified before it is
-    /// returned (milliseconds, against seconds of proving), so a wrong input is
-    /// [`ProverError::Unsatisfied`], never a proof the chain would reject.
-    pub fn prove<R: RngCore + CryptoRng>(
-        &self,
-        input: &ProofInput,
-        rng: &mut R,
-    ) -> Result<Proof<Bn254>, ProverError> {
+    /// A proof for `input`, its blinding drawn from `randomness` (32 fresh random bytes: they
+    /// keep the proof zero-knowledge; the same bytes give the same proof). The proof is
+    /// verified before it is returned (milliseconds, against seconds of proving), so a wrong
+    /// input is [`ProverError::Unsatisfied`], never a proof the chain would reject.
+    pub fn prove(&self, input: &ProofInput, randomness: [u8; 32]) -> Result<Proof<Bn254>, ProverError> {
         let circuit = StorageProofCircuit::assigned(self.params, input)?;
-        let proof = Groth16::<Bn254>::prove(&self.key, circuit, rng)
+        let proof = Groth16::<Bn254>::prove(&self.key, circuit, &mut StdRng::from_seed(randomness))
             .map_err(|e| ProverError::Synthesis(e.to_string()))?;
         if !self.verify(&input.public_inputs(), &proof) {
             return Err(ProverError::Unsatisfied);

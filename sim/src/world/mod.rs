@@ -103,6 +103,7 @@ pub(super) struct World {
     /// The nodes' check and repair timing.
     repair: neverust::durability::DurabilityConfig,
     hash_rate: u64,
+    prove_rate: u64,
     truths: Mutex<Vec<Truth>>,
     probes: Mutex<BTreeMap<String, u64>>,
     counters: Mutex<Counters>,
@@ -372,7 +373,10 @@ pub(super) async fn node_main(world: Arc<World>, index: usize) {
         block_size_bytes: world.block_size,
         engine: EngineConfig::default(),
         readvertise_interval: world.republish,
-        compute: Compute::Modeled { hash_bytes_per_sec: world.hash_rate },
+        compute: Compute::Modeled {
+            hash_bytes_per_sec: world.hash_rate,
+            prove_constraints_per_sec: world.prove_rate,
+        },
         bootstrap: if index == 0 {
             Vec::new()
         } else {

@@ -280,6 +280,7 @@ pub(super) async fn simulate(
             ..neverust::durability::DurabilityConfig::default()
         },
         hash_rate: scenario.nodes.hash_rate.0,
+        prove_rate: scenario.nodes.prove_rate,
         truths: Mutex::new(Vec::new()),
         probes: Mutex::new(BTreeMap::new()),
         counters: Mutex::new(Counters::default()),

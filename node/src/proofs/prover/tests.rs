@@ -1,6 +1,3 @@
-use ark_std::rand::SeedableRng;
-use ark_std::rand::rngs::StdRng;
-
 use super::*;
 use crate::proofs::groth16::{proof_from_chain, proof_to_chain};
 
@@ -15,7 +12,7 @@ fn archivist_input() -> ProofInput {
 fn archivist_input_proves_and_verifies() {
     let prover = Prover::development_setup(Params::ARCHIVIST, 7).unwrap();
     let input = archivist_input();
-    let proof = prover.prove(&input, &mut StdRng::seed_from_u64(1)).unwrap();
+    let proof = prover.prove(&input, [1; 32]).unwrap();
     let inputs = input.public_inputs();
     assert!(prover.verify(&inputs, &proof));
     assert!(prover.verifier().verify(&inputs, &proof_from_chain(&proof_to_chain(&proof)).unwrap()));
@@ -28,7 +25,7 @@ fn archivist_input_proves_and_verifies() {
     // A proof for another entropy cannot be made from this slot's old answer.
     let mut stale = input.clone();
     stale.entropy += Fr::from(1u64);
-    assert!(matches!(prover.prove(&stale, &mut StdRng::seed_from_u64(2)), Err(ProverError::Unsatisfied)));
+    assert!(matches!(prover.prove(&stale, [2; 32]), Err(ProverError::Unsatisfied)));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proving.key");
@@ -38,7 +35,7 @@ fn archivist_input_proves_and_verifies() {
     let loaded = Prover::load(&path, Some(&hash)).unwrap();
     assert_eq!(loaded.params(), &Params::ARCHIVIST);
     assert_eq!(loaded.verifier().key(), prover.verifier().key());
-    assert!(loaded.verify(&inputs, &loaded.prove(&input, &mut StdRng::seed_from_u64(3)).unwrap()));
+    assert!(loaded.verify(&inputs, &loaded.prove(&input, [3; 32]).unwrap()));
     let wrong = "0".repeat(64);
     let error = Prover::load(&path, Some(&wrong)).err().unwrap().to_string();
     assert!(error.contains(&format!("hash {hash}, expected {wrong}")), "{error}");

@@ -1,0 +1,74 @@
+//! Storage proofs with the storage-proof circuit: its size, the time to build a proof input
+//! from a slot, to prove (Groth16, all cores) and to verify, for 5, 20 and 100 samples.
+//!
+//! `cargo bench -p neverust-benches --bench proofs` (`NEVERUST_PROOF_SAMPLES=5,20` to leave
+//! out the 100-sample circuit, whose setup alone takes minutes). Each size's constraint
+//! count, setup time and proving-key size are printed before its timings.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use neverust::merkle::poseidon2::{self, CELL_SIZE_BYTES, F, SlotTree};
+use neverust::proofs::circuit::Params;
+use neverust::proofs::input::{build_input, sampled_blocks};
+use neverust::proofs::prover::{Prover, circuit_size};
+use neverust_benches::random_bytes;
+
+const BLOCK: usize = 64 << 10;
+/// A 1 MiB slot: 16 blocks, 512 cells (Archivist's fixture has this shape).
+const SLOT_BLOCKS: usize = 16;
+const SLOTS: u64 = 11;
+
+fn sample_counts() -> Vec<usize> {
+    std::env::var("NEVERUST_PROOF_SAMPLES")
+        .unwrap_or_else(|_| "5,20,100".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("NEVERUST_PROOF_SAMPLES: comma-separated counts"))
+        .collect()
+}
+
+fn proofs(c: &mut Criterion) {
+    let data = random_bytes(SLOT_BLOCKS * BLOCK, 11);
+    let blocks: BTreeMap<u64, &[u8]> = data.chunks(BLOCK).enumerate().map(|(i, b)| (i as u64, b)).collect();
+    let tree = SlotTree::build(blocks.values().copied(), BLOCK, CELL_SIZE_BYTES);
+    let slot_roots: Vec<F> = (0..SLOTS)
+        .map(|slot| if slot == 3 { tree.root() } else { poseidon2::hash_bytes(&slot.to_le_bytes()) })
+        .collect();
+    let entropy = F::from(1_234_567u64);
+
+    let mut group = c.benchmark_group("proofs");
+    group.sample_size(10);
+    for samples in sample_counts() {
+        let params = Params::ARCHIVIST.with_samples(samples);
+        let (constraints, _, witnesses) = circuit_size(params).unwrap();
+        let started = Instant::now();
+        let prover = Prover::development_setup(params, 1).unwrap();
+        let setup = started.elapsed();
+        println!(
+            "storage-proof circuit, {samples} samples: {constraints} constraints, {witnesses} private \
+             variables; development setup {setup:.1?}; proving key {:.1} MiB",
+            prover.to_bytes().len() as f64 / (1 << 20) as f64
+        );
+
+        let build = || {
+            let needed: BTreeMap<u64, &[u8]> =
+                sampled_blocks(&params, &entropy, &tree).into_iter().map(|b| (b, blocks[&b])).collect();
+            build_input(&params, entropy, &slot_roots, 3, &tree, &needed).unwrap()
+        };
+        group.bench_function(BenchmarkId::new("input_build", samples), |b| b.iter(build));
+        let input = build();
+        group.bench_function(BenchmarkId::new("prove", samples), |b| {
+            b.iter(|| prover.prove(&input, [7; 32]).unwrap())
+        });
+        let proof = prover.prove(&input, [7; 32]).unwrap();
+        let public = input.public_inputs();
+        group.bench_function(BenchmarkId::new("verify", samples), |b| {
+            b.iter(|| assert!(prover.verify(&public, &proof)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, proofs);
+criterion_main!(benches);

@@ -1,5 +1,6 @@
-//! The Groth16 verifier contract: Archivist's deployed key and example proof, the stand-in
-//! circuit's proofs, and inputs that must be refused without a revert.
+//! The Groth16 verifier contract: Archivist's deployed key and example proof, the storage-proof
+//! circuit's own key and proofs, the stand-in circuit's proofs, and inputs that must be
+//! refused without a revert.
 
 mod harness;
 
@@ -86,4 +87,28 @@ fn a_key_without_points_is_refused() {
     key.ic.clear();
     let result = h.create(V::BYTECODE.as_ref(), V::constructorCall { key }.abi_encode());
     assert_eq!(result.unwrap_err().name(), "Groth16_InvalidVerifyingKey");
+}
+
+/// The storage-proof circuit's own verifying key (a development setup of Archivist's
+/// parameters) deploys into the verifier, and a proof of Archivist's proof input made in Rust
+/// verifies on chain, for its public inputs only.
+#[test]
+fn storage_proofs_verify_on_chain() {
+    use neverust::proofs::circuit::{Params, ProofInput};
+    use neverust::proofs::prover::Prover;
+
+    let mut h = Harness::bare();
+    let prover = Prover::development_setup(Params::ARCHIVIST, 11).unwrap();
+    let verifier = deploy(&mut h, prover.verifier().to_chain());
+    let input =
+        ProofInput::from_json(include_str!("../../node/src/merkle/fixtures/archivist-proof-input.json"))
+            .unwrap();
+    let proof = proof_to_chain(&prover.prove(&input, [5; 32]).unwrap());
+    let signals: Vec<U256> = input.public_inputs().iter().map(fr_to_u256).collect();
+    assert!(verify(&mut h, verifier, &proof, signals.clone()));
+    for i in 0..3 {
+        let mut changed = signals.clone();
+        changed[i] += U256::from(1);
+        assert!(!verify(&mut h, verifier, &proof, changed), "signal {i} changed");
+    }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Node, free_port, random, run};
+use common::{Node, free_port, random, run, wait_for};
 
 #[test]
 fn round_trips_at_boundary_sizes() {
@@ -143,6 +143,49 @@ fn configuration_layers_and_errors() {
         String::from_utf8(version.stdout).unwrap().trim(),
         format!("neverust {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// A node started with a circom circuit (`--circom-r1cs/--circom-wasm/--circom-zkey`) loads
+/// and checks it at start; a zkey of the wrong hash or a missing file stops it with the reason.
+#[test]
+fn start_loads_a_circom_circuit() {
+    let circuit = |file: &str| format!("{}/../circuits/test/{file}", env!("CARGO_MANIFEST_DIR"));
+    let (r1cs, wasm, zkey) = (circuit("circuit.r1cs"), circuit("circuit.wasm"), circuit("circuit.zkey"));
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &dir.path().join("node"),
+        &["--circom-r1cs", &r1cs, "--circom-wasm", &wasm, "--circom-zkey", &zkey],
+    );
+    wait_for(|| node.log_text().contains("proving circuit loaded"), "the circuit loaded");
+    assert!(node.log_text().contains("circom circuit of 9 constraints"), "{}", node.log_text());
+    drop(node);
+
+    let data_dir = dir.path().join("other");
+    let data_dir = data_dir.to_str().unwrap();
+    let wrong_hash = "00".repeat(32);
+    let out = run(
+        &[
+            "start",
+            "--data-dir",
+            data_dir,
+            "--api-port",
+            "0",
+            "--circom-r1cs",
+            &r1cs,
+            "--circom-wasm",
+            &wasm,
+            "--circom-zkey",
+            &zkey,
+            "--proving-key-hash",
+            &wrong_hash,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("expected {wrong_hash}")));
+    let out = run(&["start", "--data-dir", data_dir, "--circom-r1cs", &r1cs, "--print-config"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all three or none"));
 }
 
 #[test]

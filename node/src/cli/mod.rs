@@ -19,6 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of `StartArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
@@ -97,6 +99,21 @@ pub struct StartArgs {
     /// The file `neverust deploy` wrote (chain id and contract addresses), instead of --marketplace-address.
     #[arg(long, value_name = "FILE")]
     pub deployment: Option<PathBuf>,
+    /// Proving key file of the storage-proof circuit (a ceremony's, or a development setup's).
+    #[arg(long, value_name = "FILE")]
+    pub proving_key: Option<PathBuf>,
+    /// A circom-compiled proving circuit's constraints (with --circom-wasm and --circom-zkey).
+    #[arg(long, value_name = "FILE")]
+    pub circom_r1cs: Option<PathBuf>,
+    /// The circom circuit's WASM witness generator.
+    #[arg(long, value_name = "FILE")]
+    pub circom_wasm: Option<PathBuf>,
+    /// The circom circuit's snarkjs proving key (the network's published zkey).
+    #[arg(long, value_name = "FILE")]
+    pub circom_zkey: Option<PathBuf>,
+    /// SHA-256 (hex) the proving key or zkey file must have (the network's zkeyHash).
+    #[arg(long, value_name = "HEX")]
+    pub proving_key_hash: Option<String>,
     /// Print the merged configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -125,6 +142,11 @@ impl StartArgs {
             eth_private_key: self.eth_private_key.clone(),
             marketplace_address: self.marketplace_address.clone(),
             deployment: self.deployment.clone(),
+            proving_key: self.proving_key.clone(),
+            circom_r1cs: self.circom_r1cs.clone(),
+            circom_wasm: self.circom_wasm.clone(),
+            circom_zkey: self.circom_zkey.clone(),
+            proving_key_hash: self.proving_key_hash.clone(),
         }
     }
 }

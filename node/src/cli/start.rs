@@ -73,6 +73,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
     let _market = super::chain::connect(&config).await.context("connecting to the marketplace")?;
+    // Checked at start so a bad file stops the node now, not at its first proof; the
+    // marketplace's sales prove with it.
+    let proving = load_proving(&config)?;
+    if let Some(proving) = &proving {
+        tracing::info!(circuit = %proving.describe(), "proving circuit loaded");
+    }
     let keypair = crate::identity::load_or_create(data_dir)?;
     let peer_id = crate::identity::peer_id(&keypair).to_string();
 
@@ -133,6 +139,51 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The proving circuit the configuration names.
+pub enum Proving {
+    Native(Box<crate::proofs::prover::Prover>),
+    Circom(Box<crate::proofs::circom::CircomProver>),
+}
+
+impl Proving {
+    /// The circuit and its key's hash, as the log shows them.
+    pub fn describe(&self) -> String {
+        match self {
+            Proving::Native(prover) => {
+                format!("storage-proof circuit {:?}, key hash {}", prover.params(), prover.key_hash())
+            }
+            Proving::Circom(prover) => {
+                format!(
+                    "circom circuit of {} constraints, zkey hash {}",
+                    prover.constraints(),
+                    prover.zkey_hash()
+                )
+            }
+        }
+    }
+}
+
+fn load_proving(config: &Config) -> anyhow::Result<Option<Proving>> {
+    let hash = config.proving_key_hash.as_deref();
+    if let (Some(r1cs), Some(wasm), Some(zkey)) =
+        (&config.circom_r1cs, &config.circom_wasm, &config.circom_zkey)
+    {
+        let prover = crate::proofs::circom::CircomProver::load(r1cs, wasm, zkey)
+            .context("loading the circom circuit")?;
+        if let Some(expected) = hash
+            && !prover.zkey_hash().eq_ignore_ascii_case(expected)
+        {
+            anyhow::bail!("{}: hash {}, expected {expected}", zkey.display(), prover.zkey_hash());
+        }
+        return Ok(Some(Proving::Circom(Box::new(prover))));
+    }
+    if let Some(path) = &config.proving_key {
+        let prover = crate::proofs::prover::Prover::load(path, hash).context("loading the proving key")?;
+        return Ok(Some(Proving::Native(Box::new(prover))));
+    }
+    Ok(None)
 }
 
 /// Holds an exclusive lock on the data directory for the life of the node, so a second node

@@ -141,6 +141,17 @@ pub struct Config {
     pub marketplace_address: Option<String>,
     /// The file `neverust deploy` wrote: chain id, token, verifier and marketplace addresses.
     pub deployment: Option<PathBuf>,
+    /// A proving key file of the storage-proof circuit (made by a ceremony, or by
+    /// `Prover::development_setup` for a development network).
+    pub proving_key: Option<PathBuf>,
+    /// A circom-compiled proving circuit instead: its constraints (`.r1cs`), witness generator
+    /// (`.wasm`) and snarkjs proving key (`.zkey`), all three together.
+    pub circom_r1cs: Option<PathBuf>,
+    pub circom_wasm: Option<PathBuf>,
+    pub circom_zkey: Option<PathBuf>,
+    /// The SHA-256 (hex) the proving key file or zkey must have: the key the network's
+    /// verifier was deployed with (Archivist's `zkeyHash`).
+    pub proving_key_hash: Option<String>,
 }
 
 /// One layer of configuration: any subset of the keys.
@@ -166,6 +177,11 @@ pub struct PartialConfig {
     pub eth_private_key: Option<PathBuf>,
     pub marketplace_address: Option<String>,
     pub deployment: Option<PathBuf>,
+    pub proving_key: Option<PathBuf>,
+    pub circom_r1cs: Option<PathBuf>,
+    pub circom_wasm: Option<PathBuf>,
+    pub circom_zkey: Option<PathBuf>,
+    pub proving_key_hash: Option<String>,
 }
 
 /// Why a configuration could not be built.
@@ -218,6 +234,11 @@ impl Default for Config {
             eth_private_key: None,
             marketplace_address: None,
             deployment: None,
+            proving_key: None,
+            circom_r1cs: None,
+            circom_wasm: None,
+            circom_zkey: None,
+            proving_key_hash: None,
         }
     }
 }
@@ -263,6 +284,11 @@ impl PartialConfig {
                 "ETH_PRIVATE_KEY" => layer.eth_private_key = Some(value.clone().into()),
                 "MARKETPLACE_ADDRESS" => layer.marketplace_address = Some(value.clone()),
                 "DEPLOYMENT" => layer.deployment = Some(value.clone().into()),
+                "PROVING_KEY" => layer.proving_key = Some(value.clone().into()),
+                "CIRCOM_R1CS" => layer.circom_r1cs = Some(value.clone().into()),
+                "CIRCOM_WASM" => layer.circom_wasm = Some(value.clone().into()),
+                "CIRCOM_ZKEY" => layer.circom_zkey = Some(value.clone().into()),
+                "PROVING_KEY_HASH" => layer.proving_key_hash = Some(value.clone()),
                 // CONFIG names the file and is read by the caller; unknown names are reported
                 // by `unknown_env_vars`, not refused, so unrelated tools can share the prefix.
                 _ => {}
@@ -273,7 +299,7 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 20] = [
+        const KNOWN: [&str; 25] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
@@ -293,6 +319,11 @@ impl PartialConfig {
             "ETH_PRIVATE_KEY",
             "MARKETPLACE_ADDRESS",
             "DEPLOYMENT",
+            "PROVING_KEY",
+            "CIRCOM_R1CS",
+            "CIRCOM_WASM",
+            "CIRCOM_ZKEY",
+            "PROVING_KEY_HASH",
             "CONFIG",
         ];
         vars.into_iter()
@@ -326,7 +357,12 @@ impl PartialConfig {
             eth_provider,
             eth_private_key,
             marketplace_address,
-            deployment
+            deployment,
+            proving_key,
+            circom_r1cs,
+            circom_wasm,
+            circom_zkey,
+            proving_key_hash
         );
     }
 }
@@ -362,6 +398,11 @@ impl Config {
             eth_private_key: merged.eth_private_key,
             marketplace_address: merged.marketplace_address,
             deployment: merged.deployment,
+            proving_key: merged.proving_key,
+            circom_r1cs: merged.circom_r1cs,
+            circom_wasm: merged.circom_wasm,
+            circom_zkey: merged.circom_zkey,
+            proving_key_hash: merged.proving_key_hash,
         };
         config.validate()?;
         Ok(config)
@@ -408,7 +449,40 @@ impl Config {
                 });
             }
         }
-        self.validate_chain()
+        self.validate_chain()?;
+        self.validate_proving()
+    }
+
+    fn validate_proving(&self) -> Result<(), ConfigError> {
+        let circom = [&self.circom_r1cs, &self.circom_wasm, &self.circom_zkey];
+        let given = circom.iter().filter(|p| p.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err(ConfigError::Invalid {
+                key: "circom-r1cs",
+                message: "circom-r1cs, circom-wasm and circom-zkey go together: all three or none".into(),
+            });
+        }
+        if given == 3 && self.proving_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "proving-key",
+                message: "either proving-key or the circom files, not both".into(),
+            });
+        }
+        if let Some(hash) = &self.proving_key_hash {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    key: "proving-key-hash",
+                    message: format!("{hash:?} is not a SHA-256 in hex (64 digits)"),
+                });
+            }
+            if given == 0 && self.proving_key.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "proving-key-hash",
+                    message: "names the hash of a key, but no proving-key or circom-zkey is set".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn validate_chain(&self) -> Result<(), ConfigError> {
@@ -551,6 +625,34 @@ mod tests {
             Config::resolve(None, bad_relay, PartialConfig::default()),
             Err(ConfigError::Invalid { key: "relay-node", .. })
         ));
+    }
+
+    #[test]
+    fn proving_settings_are_checked_together() {
+        let check = |layer: PartialConfig| Config::resolve(None, layer, PartialConfig::default());
+        let hash = Some("ab".repeat(32));
+        let circom = PartialConfig {
+            circom_r1cs: Some("c.r1cs".into()),
+            circom_wasm: Some("c.wasm".into()),
+            circom_zkey: Some("c.zkey".into()),
+            proving_key_hash: hash.clone(),
+            ..Default::default()
+        };
+        assert!(check(circom.clone()).is_ok());
+        assert!(check(PartialConfig { proving_key: Some("k".into()), ..Default::default() }).is_ok());
+        for (layer, key) in [
+            (PartialConfig { circom_wasm: None, ..circom.clone() }, "circom-r1cs"),
+            (PartialConfig { proving_key: Some("k".into()), ..circom.clone() }, "proving-key"),
+            (PartialConfig { proving_key_hash: Some("12".into()), ..circom.clone() }, "proving-key-hash"),
+            (PartialConfig { proving_key_hash: hash, ..Default::default() }, "proving-key-hash"),
+        ] {
+            match check(layer) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("expected an error for {key}, got {other:?}"),
+            }
+        }
+        let layer = env(&[("NEVERUST_CIRCOM_ZKEY", "/z.zkey")]).unwrap();
+        assert_eq!(layer.circom_zkey, Some(PathBuf::from("/z.zkey")));
     }
 
     #[test]

@@ -49,6 +49,13 @@ impl Compute {
     }
 }
 
+/// What a piece of work costs a modeled machine.
+#[derive(Clone, Copy, Debug)]
+enum Cost {
+    HashBytes(u64),
+    ProveConstraints(u64),
+}
+
 impl Compute {
     /// Runs `work`, which hashes `bytes` bytes; under [`Compute::Modeled`] the hashing time
     /// passes on the (virtual) clock afterwards.
@@ -57,11 +64,7 @@ impl Compute {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let result = self.run(work).await;
-        if let Compute::Modeled { hash_bytes_per_sec, .. } = self {
-            modeled_cost(bytes, hash_bytes_per_sec).await;
-        }
-        result
+        self.run_costing(Cost::HashBytes(bytes), work).await
     }
 
     /// Runs `work`, which makes a Groth16 proof of a circuit of `constraints` constraints;
@@ -71,18 +74,26 @@ impl Compute {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.run_costing(Cost::ProveConstraints(constraints), work).await
+    }
+
+    async fn run_costing<R, F>(self, cost: Cost, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let result = self.run(work).await;
-        if let Compute::Modeled { prove_constraints_per_sec, .. } = self {
-            modeled_cost(constraints, prove_constraints_per_sec).await;
+        if let Compute::Modeled { hash_bytes_per_sec, prove_constraints_per_sec } = self {
+            let (amount, rate) = match cost {
+                Cost::HashBytes(bytes) => (bytes, hash_bytes_per_sec),
+                Cost::ProveConstraints(constraints) => (constraints, prove_constraints_per_sec),
+            };
+            // A rate of 0 leaves that kind of work unmodeled: no time passes.
+            if rate > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(amount as f64 / rate as f64)).await;
+            }
         }
         result
-    }
-}
-
-/// Lets `amount / rate` seconds pass (no time when the rate is 0: not modeled).
-async fn modeled_cost(amount: u64, rate: u64) {
-    if rate > 0 {
-        tokio::time::sleep(std::time::Duration::from_secs_f64(amount as f64 / rate as f64)).await;
     }
 }
 

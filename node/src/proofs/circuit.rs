@@ -24,6 +24,8 @@ use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, Synthesis
 use serde::{Deserialize, Serialize};
 
 use super::poseidon2_gadget::{Num, compress, sponge};
+use crate::merkle::poseidon2::{self, CellProof, Poseidon2, sample_cells};
+use crate::merkle::tree::{fold, path_len};
 
 /// The circuit's shape, named as Archivist names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,6 +85,9 @@ pub enum InputError {
     Shape { what: &'static str, expected: usize, got: usize },
     #[error("malformed proof input: {0}")]
     Format(String),
+    /// The input has the circuit's shape but not its statement: no proof can be made from it.
+    #[error("the proof input does not hold: {0}")]
+    Statement(String),
 }
 
 /// Everything the prover feeds the circuit: the public inputs and the private witness, in
@@ -144,6 +149,53 @@ impl ProofInput {
         }
         for path in &self.paths {
             expect("nodes of a cell path", params.max_depth, path.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl ProofInput {
+    /// Checks the circuit's statement natively (milliseconds, against seconds of proving),
+    /// naming the first part that does not hold: the cells are the ones the entropy samples,
+    /// each path leads from its cell to the slot root, and the slot root's path to the
+    /// dataset root.
+    pub fn check(&self, params: &Params) -> Result<(), InputError> {
+        self.check_shape(params)?;
+        let fails = |what: String| Err(InputError::Statement(what));
+        let (cells, slots) = (self.cells_per_slot, self.slots_per_dataset);
+        let cells_per_block = 1u64 << params.block_tree_depth;
+        if !cells.is_power_of_two()
+            || cells <= cells_per_block
+            || cells.trailing_zeros() as usize > params.max_depth
+        {
+            return fails(format!(
+                "{cells} cells a slot: a power of two above one block's {cells_per_block}, at most 2^{}",
+                params.max_depth
+            ));
+        }
+        if slots < 2 || slots > 1 << params.max_log2_slots || self.slot_index >= slots {
+            return fails(format!(
+                "slot {} of {slots}: a dataset of 2 to 2^{} slots",
+                self.slot_index, params.max_log2_slots
+            ));
+        }
+        let depth = path_len(slots);
+        if fold::<Poseidon2>(self.slot_index, slots, &self.slot_root, &self.slot_proof[..depth])
+            != self.dataset_root
+        {
+            return fails("the slot root's path does not lead to the dataset root".into());
+        }
+        let sampled = sample_cells(&self.entropy, &self.slot_root, params.samples as u64, cells);
+        let slot_blocks = cells / cells_per_block;
+        for (sample, ((cell, elements), path)) in sampled.iter().zip(&self.cells).zip(&self.paths).enumerate()
+        {
+            let proof = CellProof::from_path(*cell, cells_per_block, slot_blocks, path);
+            if !proof.verify(&poseidon2::sponge(elements), &self.slot_root) {
+                return fails(format!(
+                    "sample {}: cell {cell}'s data and path do not lead to the slot root",
+                    sample + 1
+                ));
+            }
         }
         Ok(())
     }

@@ -71,10 +71,12 @@ impl Prover {
     }
 
     /// A proof for `input`, its blinding drawn from `randomness` (32 fresh random bytes: they
-    /// keep the proof zero-knowledge; the same bytes give the same proof). The proof is
-    /// verified before it is returned (milliseconds, against seconds of proving), so a wrong
-    /// input is [`ProverError::Unsatisfied`], never a proof the chain would reject.
+    /// keep the proof zero-knowledge; the same bytes give the same proof). The statement is
+    /// checked natively first and the proof verified after (milliseconds each, against
+    /// seconds of proving), so a wrong input is an error naming what does not hold, never a
+    /// proof the chain would reject.
     pub fn prove(&self, input: &ProofInput, randomness: [u8; 32]) -> Result<Proof<Bn254>, ProverError> {
+        input.check(&self.params)?;
         let circuit = StorageProofCircuit::assigned(self.params, input)?;
         let proof = Groth16::<Bn254>::prove(&self.key, circuit, &mut StdRng::from_seed(randomness))
             .map_err(|e| ProverError::Synthesis(e.to_string()))?;

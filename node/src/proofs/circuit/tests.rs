@@ -23,6 +23,7 @@ fn archivist_input_satisfies_the_circuit_and_round_trips_as_json() {
     let input = archivist_input();
     assert_eq!((input.slot_index, input.cells_per_slot, input.slots_per_dataset), (3, 512, 11));
     assert!(satisfied(Params::ARCHIVIST, &input).unwrap());
+    assert_eq!(input.check(&Params::ARCHIVIST), Ok(()));
     assert_eq!(ProofInput::from_json(&input.to_json()).unwrap(), input);
 }
 
@@ -100,12 +101,14 @@ fn every_change_to_archivist_input_is_unsatisfied() {
     for change in changes {
         let changed = changed(&input, change, &other);
         assert!(!satisfied(Params::ARCHIVIST, &changed).unwrap(), "{change:?} still satisfies");
+        assert!(changed.check(&Params::ARCHIVIST).is_err(), "{change:?} still holds natively");
     }
     // Path nodes above the slot tree's depth are padding the circuit reads past.
     let mut padded = input.clone();
     bump(&mut padded.paths[0][20]);
     bump(&mut padded.slot_proof[6]);
     assert!(satisfied(Params::ARCHIVIST, &padded).unwrap());
+    assert_eq!(padded.check(&Params::ARCHIVIST), Ok(()));
 }
 
 #[test]
@@ -230,6 +233,7 @@ proptest! {
         let entropy = F::from_le_bytes_mod_order(&entropy);
         let input = stored_input(slot, entropy);
         prop_assert!(satisfied(SMALL, &input).unwrap());
+        prop_assert_eq!(input.check(&SMALL), Ok(()));
         // Another cell of the slot, with its path: not the one the entropy picked.
         let (tree, blocks) = &stored_dataset().slots[slot];
         let target = match change {
@@ -249,5 +253,6 @@ proptest! {
             .unwrap();
         let changed = changed(&input, change, &other);
         prop_assert!(!satisfied(SMALL, &changed).unwrap(), "{:?} still satisfies", change);
+        prop_assert!(changed.check(&SMALL).is_err(), "{:?} still holds natively", change);
     }
 }

@@ -116,7 +116,10 @@ impl Prover {
             return Err(format!("{} bytes after the key", body.len()));
         }
         if key.vk.gamma_abc_g1.len() != 4 {
-            return Err(format!("a key for {} public inputs, not 3", key.vk.gamma_abc_g1.len() - 1));
+            return Err(format!(
+                "a key for {} public inputs, not 3",
+                key.vk.gamma_abc_g1.len().saturating_sub(1)
+            ));
         }
         Ok(Prover::from_key(params, key))
     }

@@ -235,6 +235,17 @@ pub enum RecoverError {
     Coding(#[from] CodingError),
 }
 
+/// The slot roots a verifiable manifest names, in slot order; `None` when it names none or
+/// one is not a Poseidon2 digest.
+pub fn slot_roots(manifest: &Manifest) -> Option<Vec<crate::merkle::poseidon2::F>> {
+    let verification = manifest.erasure.as_ref()?.verification.as_ref()?;
+    verification
+        .slot_roots
+        .iter()
+        .map(|cid| crate::merkle::poseidon2::from_bytes(&crate::content::poseidon2_digest_of(cid)?))
+        .collect()
+}
+
 /// The erasure layout a protected manifest describes, checked against its tree size.
 pub fn erasure_layout(manifest: &Manifest) -> Result<Layout, RecoverError> {
     let erasure = manifest.erasure.as_ref().ok_or_else(|| RecoverError::BadParams("not protected".into()))?;

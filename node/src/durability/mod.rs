@@ -32,10 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::wire::{CellAnswer, DIGESTS_MAX, SlotMessage};
-use crate::content::{
-    Block, Cid, Manifest, block_cid, cid_to_string, digest_of, poseidon2_digest_of, tree_cid,
-};
-use crate::dataset::{Dataset, Datasets, Fetcher, erasure_layout};
+use crate::content::{Block, Cid, Manifest, block_cid, cid_to_string, digest_of, tree_cid};
+use crate::dataset::{Dataset, Datasets, Fetcher, erasure_layout, slot_roots};
 use crate::discovery::Discovery;
 use crate::erasure::{Coder, Layout};
 use crate::exchange::Exchange;
@@ -796,17 +794,10 @@ impl Durability {
 
 /// The slot root slot `slot` of a verifiable manifest names.
 fn slot_root(manifest: &Manifest, slot: u32) -> Option<F> {
-    let verification = manifest.erasure.as_ref()?.verification.as_ref()?;
-    let cid = verification.slot_roots.get(slot as usize)?;
-    poseidon2::from_bytes(&poseidon2_digest_of(cid)?)
+    slot_roots(manifest)?.get(slot as usize).copied()
 }
 
 /// The slot tree over a slot's stored blocks (empty blocks are zero padding).
 fn build_slot_tree(blocks: &[Bytes], block_size: usize) -> SlotTree {
-    let zero = vec![0u8; block_size];
-    SlotTree::build(
-        blocks.iter().map(|b| if b.is_empty() { zero.as_slice() } else { b.as_ref() }),
-        block_size,
-        poseidon2::CELL_SIZE_BYTES,
-    )
+    SlotTree::from_stored_blocks(blocks, block_size, poseidon2::CELL_SIZE_BYTES)
 }

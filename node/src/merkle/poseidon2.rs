@@ -188,8 +188,11 @@ pub fn from_bytes(bytes: &[u8; 32]) -> Option<F> {
     (to_bytes(&element) == *bytes).then_some(element)
 }
 
-/// A field element from its decimal text (as proof inputs write them).
+/// A field element from its decimal text (as proof inputs write them): digits only.
 pub fn from_decimal(text: &str) -> Option<F> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     text.parse().ok()
 }
 
@@ -229,6 +232,21 @@ impl SlotTree {
             })
             .collect();
         SlotTree::from_block_roots(roots, block_size_bytes, cell_size_bytes)
+    }
+
+    /// The slot tree over a slot's blocks as the store holds them, where an empty block is
+    /// the layout's padding (zeroes in the tree).
+    pub fn from_stored_blocks<B: AsRef<[u8]>>(
+        blocks: &[B],
+        block_size_bytes: usize,
+        cell_size_bytes: usize,
+    ) -> SlotTree {
+        let zero = vec![0u8; block_size_bytes];
+        SlotTree::build(
+            blocks.iter().map(|b| if b.as_ref().is_empty() { zero.as_slice() } else { b.as_ref() }),
+            block_size_bytes,
+            cell_size_bytes,
+        )
     }
 
     /// The slot tree over already computed block roots.

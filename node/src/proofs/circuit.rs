@@ -422,7 +422,6 @@ mod decimal {
         match text {
             Text::Number(n) => Ok(Fr::from(n)),
             Text::String(s) => crate::merkle::poseidon2::from_decimal(&s)
-                .filter(|_| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .ok_or_else(|| E::custom(format!("{s:?} is not a decimal field element"))),
         }
     }

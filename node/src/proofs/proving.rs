@@ -19,8 +19,7 @@ use super::circuit::{InputError, ProofInput};
 use super::input::{build_input, entropy_from_challenge, sampled_blocks};
 use super::prover::{Prover, ProverError};
 use crate::content::Manifest;
-use crate::content::poseidon2_digest_of;
-use crate::dataset::erasure_layout;
+use crate::dataset::{erasure_layout, slot_roots};
 use crate::merkle::poseidon2::{self, CELL_SIZE_BYTES, F, SlotTree};
 use crate::runtime::Compute;
 use crate::store::{SharedStore, StoreError};
@@ -104,12 +103,8 @@ impl SlotProofs {
         if verification.cell_size_bytes as usize != CELL_SIZE_BYTES {
             return Err(not_verifiable(&format!("{}-byte cells", verification.cell_size_bytes)));
         }
-        let slot_roots: Vec<F> = verification
-            .slot_roots
-            .iter()
-            .map(|cid| poseidon2_digest_of(cid).and_then(|d| poseidon2::from_bytes(&d)))
-            .collect::<Option<_>>()
-            .ok_or_else(|| not_verifiable("a slot root is not a Poseidon2 digest"))?;
+        let slot_roots =
+            slot_roots(manifest).ok_or_else(|| not_verifiable("a slot root is not a Poseidon2 digest"))?;
         let expected = *slot_roots
             .get(slot as usize)
             .ok_or(ProvingError::NoSuchSlot { slot, slots: slot_roots.len() })?;
@@ -127,14 +122,7 @@ impl SlotProofs {
         let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let tree = self
             .compute
-            .run_hashing(bytes, move || {
-                let zero = vec![0u8; block_size];
-                SlotTree::build(
-                    blocks.iter().map(|b| if b.is_empty() { zero.as_slice() } else { b.as_ref() }),
-                    block_size,
-                    CELL_SIZE_BYTES,
-                )
-            })
+            .run_hashing(bytes, move || SlotTree::from_stored_blocks(&blocks, block_size, CELL_SIZE_BYTES))
             .await;
         if tree.root() != expected {
             return Err(ProvingError::WrongSlotRoot {

@@ -129,12 +129,11 @@ impl CircomProver {
         let witness = self.witness(inputs)?;
         let mut rng = StdRng::from_seed(randomness);
         let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
-        let matrices = [self.r1cs.a.clone(), self.r1cs.b.clone(), self.r1cs.c.clone()];
         let proof = Groth16::<Bn254, CircomReduction>::create_proof_with_reduction_and_matrices(
             &self.zkey.key,
             r,
             s,
-            &matrices,
+            &self.r1cs.matrices,
             self.r1cs.public + 1,
             self.r1cs.constraints(),
             &witness,
@@ -161,10 +160,7 @@ pub fn named_inputs(inputs: &Value) -> Result<Vec<(String, Vec<Fr>)>, CircomErro
                 Ok(())
             }
             Value::String(s) => {
-                let value = s
-                    .parse::<Fr>()
-                    .ok()
-                    .filter(|_| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                let value = crate::merkle::poseidon2::from_decimal(s)
                     .ok_or_else(|| CircomError::Input(format!("{s:?} is not a decimal field element")))?;
                 out.push(value);
                 Ok(())

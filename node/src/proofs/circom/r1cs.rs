@@ -20,14 +20,13 @@ pub struct R1cs {
     pub wires: usize,
     /// Public signals (outputs, then inputs), not counting the constant one.
     pub public: usize,
-    pub a: Matrix<Fr>,
-    pub b: Matrix<Fr>,
-    pub c: Matrix<Fr>,
+    /// A, B and C, one row a constraint, as the prover takes them.
+    pub matrices: [Matrix<Fr>; 3],
 }
 
 impl R1cs {
     pub fn constraints(&self) -> usize {
-        self.a.len()
+        self.matrices[0].len()
     }
 
     pub fn read(bytes: &[u8]) -> Result<R1cs, CircomError> {
@@ -61,14 +60,14 @@ impl R1cs {
                 matrix.push(row);
             }
         }
-        let [a, b, c] = matrices;
-        Ok(R1cs { wires, public: outputs + inputs, a, b, c })
+        Ok(R1cs { wires, public: outputs + inputs, matrices })
     }
 
     /// Whether a witness (wire values, the constant one first) satisfies every constraint.
     pub fn is_satisfied(&self, witness: &[Fr]) -> bool {
         let eval = |row: &[(Fr, usize)]| row.iter().map(|(c, w)| *c * witness[*w]).sum::<Fr>();
+        let [a, b, c] = &self.matrices;
         witness.len() == self.wires
-            && (0..self.constraints()).all(|i| eval(&self.a[i]) * eval(&self.b[i]) == eval(&self.c[i]))
+            && (0..self.constraints()).all(|i| eval(&a[i]) * eval(&b[i]) == eval(&c[i]))
     }
 }

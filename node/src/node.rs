@@ -40,6 +40,17 @@ pub struct NodeConfig {
     pub durability: DurabilityConfig,
 }
 
+/// The adapters a node runs over: what production and the simulator pass differently
+/// (see the ports table in ARCHITECTURE.md).
+#[derive(Clone)]
+pub struct Ports {
+    /// The disk port.
+    pub store: SharedStore,
+    pub network: Arc<dyn Network>,
+    pub discovery: Arc<dyn Discovery>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// A running node's services.
 #[derive(Clone)]
 pub struct Node {
@@ -56,13 +67,8 @@ impl Node {
     /// [`ADVERTISE_RETRY_MIN`], doubling. A third task dials the bootstrap nodes whenever
     /// the node has no peer (checked every [`RECONNECT_INTERVAL`]), so a node cut off by an
     /// outage finds its way back.
-    pub async fn start(
-        store: SharedStore,
-        network: Arc<dyn Network>,
-        discovery: Arc<dyn Discovery>,
-        config: NodeConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Node, Recovery), StoreError> {
+    pub async fn start(ports: Ports, config: NodeConfig) -> Result<(Node, Recovery), StoreError> {
+        let Ports { store, network, discovery, metrics } = ports;
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics.clone());

@@ -12,7 +12,7 @@ use crate::durability::{Durability, DurabilityConfig};
 use crate::exchange::EngineConfig;
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
-use crate::node::{Node, NodeConfig, READVERTISE_INTERVAL};
+use crate::node::{Node, NodeConfig, Ports, READVERTISE_INTERVAL};
 use crate::runtime::Compute;
 use crate::store::{Recovery, SharedStore, StoreError};
 
@@ -77,8 +77,11 @@ impl Services {
             seed: rand::random(),
             durability: config.durability,
         };
-        let (Node { datasets, fetcher, durability }, recovery) =
-            Node::start(store, network.clone(), network.clone(), node_config, metrics).await?;
+        let (Node { datasets, fetcher, durability }, recovery) = Node::start(
+            Ports { store, network: network.clone(), discovery: network.clone(), metrics },
+            node_config,
+        )
+        .await?;
         Ok(Services { datasets, network, fetcher, durability, recovery })
     }
 }

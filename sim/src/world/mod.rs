@@ -32,7 +32,7 @@ use neverust::dataset::UploadMeta;
 use neverust::exchange::EngineConfig;
 use neverust::metrics::Metrics;
 use neverust::net::PeerId;
-use neverust::node::{Node, NodeConfig};
+use neverust::node::{Node, NodeConfig, Ports};
 use neverust::runtime::Compute;
 use neverust::store::{KvStore, SharedStore};
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -386,7 +386,8 @@ pub(super) async fn node_main(world: Arc<World>, index: usize) {
         seed: madsim::rand::random(),
         durability: world.repair,
     };
-    match Node::start(store, network.clone(), discovery, config, Arc::new(Metrics::new())).await {
+    let ports = Ports { store, network: network.clone(), discovery, metrics: Arc::new(Metrics::new()) };
+    match Node::start(ports, config).await {
         Ok((node, recovery)) => {
             if recovery.uploads_rolled_back > 0 {
                 world.probe("crash-rolled-back-an-upload");

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::kv::{KvEngine, KvRead, KvWrite, Table};
-use super::{BlockStore, Committed, HeldSlot, LeafEntry, Recovery, Space, StoreError, UploadId};
+use super::{BlockStore, Committed, HeldSlot, LeafEntry, RecordWrite, Recovery, Space, StoreError, UploadId};
 use crate::content::{Block, Cid, Manifest, cid_to_string};
 use crate::merkle::MerkleProof;
 use crate::runtime::Compute;
@@ -636,6 +636,53 @@ impl<E: KvEngine> BlockStore for KvStore<E> {
                         None => Ok(false),
                     })
                     .collect()
+            })
+        })
+        .await
+    }
+
+    async fn write_records(&self, writes: Vec<RecordWrite>, reserve: i64) -> Result<(), StoreError> {
+        self.run(move |e, quota| {
+            e.write(|w| {
+                let reserved = meta(w, RESERVED_BYTES)?;
+                let wanted = reserve.unsigned_abs();
+                let reserved = if reserve >= 0 {
+                    let committed = meta(w, USED_BYTES)? + reserved;
+                    if committed.saturating_add(wanted) > quota {
+                        return Err(StoreError::QuotaExceeded {
+                            needed_bytes: wanted,
+                            available_bytes: quota.saturating_sub(committed),
+                            max_bytes: quota,
+                        });
+                    }
+                    reserved + wanted
+                } else {
+                    reserved.saturating_sub(wanted)
+                };
+                set_meta(w, RESERVED_BYTES, reserved)?;
+                for write in &writes {
+                    match write {
+                        RecordWrite::Put { key, value } => w.put(Table::Records, key, value)?,
+                        RecordWrite::Delete { key } => {
+                            w.delete(Table::Records, key)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn records(&self, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.run(move |e, _| {
+            e.read(|r| {
+                let mut out = Vec::new();
+                r.scan(Table::Records, &prefix, &mut |key, value| {
+                    out.push((key.to_vec(), value.to_vec()));
+                    true
+                })?;
+                Ok(out)
             })
         })
         .await

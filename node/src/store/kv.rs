@@ -23,10 +23,12 @@ pub enum Table {
     Meta,
     /// manifest CID ‖ slot (u32 BE) → first leaf (u64 LE) ‖ leaf count (u64 LE) ‖ encoded manifest
     Slots,
+    /// record key → record (the marketplace's availabilities, reservations, sales, purchases)
+    Records,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Blocks,
         Table::Refs,
         Table::Leaves,
@@ -36,6 +38,7 @@ impl Table {
         Table::Pending,
         Table::Meta,
         Table::Slots,
+        Table::Records,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Table {
             Table::Pending => "pending",
             Table::Meta => "meta",
             Table::Slots => "slots",
+            Table::Records => "records",
         }
     }
 }

@@ -164,6 +164,22 @@ pub trait BlockStore: Send + Sync + 'static {
     async fn tree_presence(&self, tree: Cid, count: u64) -> Result<Vec<bool>, StoreError>;
 
     async fn space(&self) -> Result<Space, StoreError>;
+
+    /// Writes node records kept beside the data (the marketplace's availabilities,
+    /// reservations, sales and purchases) and changes the reserved bytes by `reserve`, in one
+    /// transaction. Reserved bytes count against the quota like used ones: a positive
+    /// `reserve` is refused with [`StoreError::QuotaExceeded`] (and nothing written) when used
+    /// plus reserved bytes would pass the quota; a negative one releases, never below zero.
+    async fn write_records(&self, writes: Vec<RecordWrite>, reserve: i64) -> Result<(), StoreError>;
+    /// The records whose key starts with `prefix`, in key order.
+    async fn records(&self, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// One change of [`BlockStore::write_records`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordWrite {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
 }
 
 /// A slot of a protected dataset held by this node: its leaves of the dataset's tree.

@@ -115,7 +115,8 @@ suite!(
     crash_before_commit_is_rolled_back,
     aborted_writer_keeps_a_sibling_tree,
     detects_corruption_on_read,
-    slots_hold_their_own_references
+    slots_hold_their_own_references,
+    records_and_reservations_survive_a_reopen
 );
 
 async fn commit_lists_and_reads(h: impl Harness) {
@@ -311,4 +312,38 @@ async fn old_format_shared_trees_are_upgraded_at_open() {
     // A second open changes nothing.
     store.recover().await.unwrap();
     assert_eq!(used(&store).await, 0);
+}
+
+async fn records_and_reservations_survive_a_reopen(mut h: impl Harness) {
+    let store = h.store();
+    let put = |key: &str, value: &str| RecordWrite::Put { key: key.into(), value: value.into() };
+    store
+        .write_records(vec![put("sale/1", "a"), put("sale/2", "b"), put("avail/1", "c")], 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.space().await.unwrap().quota_reserved_bytes, 1000);
+
+    // Reserved bytes count against the quota, for records and uploads alike.
+    let over = store.write_records(vec![put("sale/3", "d")], (QUOTA - 999) as i64).await;
+    assert!(
+        matches!(over, Err(StoreError::QuotaExceeded { available_bytes, .. }) if available_bytes == QUOTA - 1000)
+    );
+    let upload_id = store.begin_upload().await.unwrap();
+    let big = vec![Block::new(Bytes::from(vec![7u8; (QUOTA - 999) as usize]))];
+    assert!(matches!(
+        store.put_upload_blocks(upload_id, 0, big).await,
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    store.abort_upload(upload_id).await.unwrap();
+
+    drop(store);
+    let store = h.reopen();
+    let sales = store.records(b"sale/".to_vec()).await.unwrap();
+    assert_eq!(sales, vec![(b"sale/1".to_vec(), b"a".to_vec()), (b"sale/2".to_vec(), b"b".to_vec())]);
+    store.write_records(vec![RecordWrite::Delete { key: b"sale/1".to_vec() }], -400).await.unwrap();
+    assert_eq!(store.records(b"sale/".to_vec()).await.unwrap().len(), 1);
+    assert_eq!(store.space().await.unwrap().quota_reserved_bytes, 600);
+    // Releasing more than is reserved stops at zero.
+    store.write_records(Vec::new(), -5000).await.unwrap();
+    assert_eq!(store.space().await.unwrap().quota_reserved_bytes, 0);
 }

@@ -37,6 +37,8 @@ async fn node(bootstrap: Vec<String>) -> Node {
         },
         engine: EngineConfig::default(),
         durability: neverust::durability::DurabilityConfig::default(),
+        market: None,
+        market_config: neverust::market::MarketConfig::default(),
     };
     let services =
         Services::start(store, Keypair::generate_ed25519(), config, Arc::new(Metrics::new())).await.unwrap();

@@ -6,11 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;
+use common::chain::{Miner, dev_key_file};
 use common::run;
 use neverust::chain::anvil::Anvil;
 use neverust::chain::contracts::Marketplace::MarketplaceEvents;
@@ -28,33 +28,6 @@ const TOKENS: u128 = 1_000_000_000_000;
 async fn account(anvil: &Anvil, index: usize) -> Arc<dyn Chain> {
     let key = PrivateKeySigner::from_bytes(&anvil.dev_keys()[index]).unwrap();
     Arc::new(RpcChain::connect(&anvil.endpoint(), key, Some(31337)).await.unwrap())
-}
-
-/// Mines a block every `every` of wall time, `step` seconds of chain time later, until
-/// dropped: a chain that runs many times faster than the clock.
-struct Miner {
-    running: Arc<AtomicBool>,
-}
-
-impl Miner {
-    fn start(chain: Arc<RpcChain>, every: Duration, step: u64) -> Miner {
-        let running = Arc::new(AtomicBool::new(true));
-        let flag = running.clone();
-        tokio::spawn(async move {
-            while flag.load(Ordering::Relaxed) {
-                let head = chain.head().await.unwrap();
-                chain.raw::<_, serde_json::Value>("evm_mine", (head.timestamp + step,)).await.unwrap();
-                tokio::time::sleep(every).await;
-            }
-        });
-        Miner { running }
-    }
-}
-
-impl Drop for Miner {
-    fn drop(&mut self) {
-        self.running.store(false, Ordering::Relaxed);
-    }
 }
 
 /// The first development account, past block 256.
@@ -251,14 +224,6 @@ async fn reverts_reach_the_caller_as_named_errors() {
     let errors: Vec<&ChainError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(errors.len(), 1, "one fill wins: {results:?}");
     assert!(errors[0].is(M::Marketplace_SlotNotFree {}), "the loser learns why: {}", errors[0]);
-}
-
-fn dev_key_file(dir: &std::path::Path, anvil: &Anvil, index: usize) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(format!("key{index}"));
-    std::fs::write(&path, format!("{}\n", anvil.dev_keys()[index])).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 /// `neverust deploy` mines past block 256, deploys, funds, and writes the deployment a node

@@ -31,6 +31,8 @@ async fn services(store: SharedStore, bootstrap: Vec<String>) -> Services {
         },
         engine: EngineConfig { want_timeout: Duration::from_secs(5), ..EngineConfig::default() },
         durability: neverust::durability::DurabilityConfig::default(),
+        market: None,
+        market_config: neverust::market::MarketConfig::default(),
     };
     let services =
         Services::start(store, Keypair::generate_ed25519(), config, Arc::new(Metrics::new())).await.unwrap();

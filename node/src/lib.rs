@@ -27,6 +27,7 @@ pub mod discovery;
 pub mod durability;
 pub mod erasure;
 pub mod exchange;
+pub mod market;
 pub mod merkle;
 pub mod metrics;
 pub mod net;

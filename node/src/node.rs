@@ -12,6 +12,7 @@ use crate::dataset::{Datasets, Fetcher};
 use crate::discovery::{Discovery, PeerRecord};
 use crate::durability::{Durability, DurabilityConfig};
 use crate::exchange::{EngineConfig, Exchange};
+use crate::market::{Market, MarketConfig, MarketPorts};
 use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::runtime::{Compute, NodeRng};
@@ -38,6 +39,8 @@ pub struct NodeConfig {
     /// Seeds every random choice of the node logic.
     pub seed: u64,
     pub durability: DurabilityConfig,
+    /// Used in market mode.
+    pub market: MarketConfig,
 }
 
 /// The adapters a node runs over: what production and the simulator pass differently
@@ -49,6 +52,8 @@ pub struct Ports {
     pub network: Arc<dyn Network>,
     pub discovery: Arc<dyn Discovery>,
     pub metrics: Arc<Metrics>,
+    /// The marketplace (market mode), or `None` for cluster mode.
+    pub market: Option<MarketPorts>,
 }
 
 /// A running node's services.
@@ -57,6 +62,8 @@ pub struct Node {
     pub datasets: Datasets,
     pub fetcher: Fetcher,
     pub durability: Durability,
+    /// Purchasing, sales and validation, in market mode.
+    pub market: Option<Market>,
 }
 
 impl Node {
@@ -68,7 +75,7 @@ impl Node {
     /// the node has no peer (checked every [`RECONNECT_INTERVAL`]), so a node cut off by an
     /// outage finds its way back.
     pub async fn start(ports: Ports, config: NodeConfig) -> Result<(Node, Recovery), StoreError> {
-        let Ports { store, network, discovery, metrics } = ports;
+        let Ports { store, network, discovery, metrics, market } = ports;
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics.clone());
@@ -81,8 +88,22 @@ impl Node {
             discovery,
             rng.child(),
             config.durability,
-            metrics,
+            metrics.clone(),
         );
+        let market = match market {
+            Some(ports) => Some(
+                Market::start(
+                    ports,
+                    fetcher.clone(),
+                    durability.clone(),
+                    config.market,
+                    rng.child(),
+                    metrics,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         if !config.bootstrap.is_empty() {
             let bootstrap = config.bootstrap.clone();
             tokio::spawn(async move {
@@ -132,6 +153,6 @@ impl Node {
                 retry = (retry * 2).min(interval);
             }
         });
-        Ok((Node { datasets, fetcher, durability }, recovery))
+        Ok((Node { datasets, fetcher, durability, market }, recovery))
     }
 }

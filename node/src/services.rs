@@ -10,6 +10,7 @@ use crate::dataset::{Datasets, Fetcher};
 use crate::discovery::PeerRecord;
 use crate::durability::{Durability, DurabilityConfig};
 use crate::exchange::EngineConfig;
+use crate::market::{Market, MarketConfig, MarketPorts};
 use crate::metrics::Metrics;
 use crate::net::p2p::{P2pConfig, P2pError, P2pNetwork};
 use crate::node::{Node, NodeConfig, Ports, READVERTISE_INTERVAL};
@@ -23,6 +24,8 @@ pub struct Services {
     pub network: Arc<P2pNetwork>,
     pub fetcher: Fetcher,
     pub durability: Durability,
+    /// Purchasing, sales and validation, in market mode.
+    pub market: Option<Market>,
     /// What opening the store rolled back.
     pub recovery: Recovery,
 }
@@ -43,6 +46,9 @@ pub struct ServicesConfig {
     pub p2p: P2pConfig,
     pub engine: EngineConfig,
     pub durability: DurabilityConfig,
+    /// The marketplace: market mode. Cluster-mode checks are then off.
+    pub market: Option<MarketPorts>,
+    pub market_config: MarketConfig,
 }
 
 impl Services {
@@ -75,13 +81,21 @@ impl Services {
             compute: Compute::Pool,
             bootstrap,
             seed: rand::random(),
-            durability: config.durability,
+            durability: DurabilityConfig {
+                cluster_checks: config.market.is_none() && config.durability.cluster_checks,
+                ..config.durability
+            },
+            market: config.market_config,
         };
-        let (Node { datasets, fetcher, durability }, recovery) = Node::start(
-            Ports { store, network: network.clone(), discovery: network.clone(), metrics },
-            node_config,
-        )
-        .await?;
-        Ok(Services { datasets, network, fetcher, durability, recovery })
+        let ports = Ports {
+            store,
+            network: network.clone(),
+            discovery: network.clone(),
+            metrics,
+            market: config.market,
+        };
+        let (Node { datasets, fetcher, durability, market }, recovery) =
+            Node::start(ports, node_config).await?;
+        Ok(Services { datasets, network, fetcher, durability, market, recovery })
     }
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod chain;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_neverust");
 
 pub fn free_port() -> u16 {

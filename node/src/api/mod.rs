@@ -7,6 +7,7 @@
 
 mod error;
 mod headers;
+mod market;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::dataset::Datasets;
 use crate::metrics::{HttpLabels, RouteLabels};
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub fetcher: Option<crate::dataset::Fetcher>,
     /// Slot placement and repair, when a network runs.
     pub durability: Option<crate::durability::Durability>,
+    /// Purchasing, sales and validation, in market mode.
+    pub market: Option<crate::market::Market>,
 }
 
 impl ApiState {
@@ -64,6 +67,7 @@ impl ApiState {
             network: None,
             fetcher: None,
             durability: None,
+            market: None,
         }
     }
 }
@@ -86,11 +90,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/spr", get(routes::spr))
         .route("/connect/{peer_id}", get(routes::connect))
         .route("/debug/info", get(routes::debug_info))
+        .route("/sales/availability", get(market::availabilities).post(market::add_availability))
+        .route("/sales/availability/{id}", patch(market::update_availability))
+        .route("/sales/availability/{id}/reservations", get(market::reservations))
+        .route("/sales/slots", get(market::sales_slots))
+        .route("/sales/slots/{slot_id}", get(market::sales_slot))
+        .route("/storage/request/{cid}", post(market::request_storage))
+        .route("/storage/purchases", get(market::purchases))
+        .route("/storage/purchases/{id}", get(market::purchase))
         .route("/openapi.yaml", get(routes::openapi));
     Router::new()
         .nest("/api/archivist/v1", v1)
         .route("/api/v1/storage/store", post(routes::upload))
         .route("/api/v1/storage/retrieve/{cid}", get(routes::download))
+        .route("/api/v1/marketplace/list", post(market::add_availability))
+        .route("/api/v1/marketplace/buy", post(market::buy))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

@@ -338,11 +338,32 @@ fn openapi_document_matches_the_router() {
         "/api/archivist/v1/connect/{peerId}",
         "/api/archivist/v1/debug/chronicles/loglevel",
         "/api/archivist/v1/debug/info",
+        "/api/archivist/v1/sales/availability",
+        "/api/archivist/v1/sales/availability/{id}",
+        "/api/archivist/v1/sales/availability/{id}/reservations",
+        "/api/archivist/v1/sales/slots",
+        "/api/archivist/v1/sales/slots/{slotId}",
+        "/api/archivist/v1/storage/request/{cid}",
+        "/api/archivist/v1/storage/purchases",
+        "/api/archivist/v1/storage/purchases/{id}",
         "/api/archivist/v1/openapi.yaml",
         "/api/v1/storage/store",
         "/api/v1/storage/retrieve/{cid}",
+        "/api/v1/marketplace/list",
+        "/api/v1/marketplace/buy",
         "/health",
         "/metrics",
     ];
     assert_eq!(described, served);
+}
+
+/// A node without a chain answers the marketplace routes with 503 and what to do about it.
+#[tokio::test]
+async fn marketplace_routes_say_when_there_is_no_chain() {
+    let node = Node::start(1 << 30).await;
+    for path in ["/sales/availability", "/sales/slots", "/storage/purchases"] {
+        let (status, message) = error_of(node.get(path).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(message.contains("--eth-provider"), "{path}: {message}");
+    }
 }

@@ -100,9 +100,10 @@ fn at(step: impl Into<String>) -> impl FnOnce(ChainError) -> WalkError {
     move |error| WalkError::Chain { step, error }
 }
 
-/// What happened, in the order the chain saw it.
+/// What happened to a request's slots, in the order the chain saw it: what the balance rules
+/// of [`rule_deltas`] are computed from.
 #[derive(Clone, Debug)]
-enum Happened {
+pub enum Happened {
     Fill { slot: u64, host: Address, at: u64, repair: bool },
     Slash { slot: u64, validator: Address },
 }
@@ -190,7 +191,9 @@ impl Walk {
         let mut ledger = ledger.into_inner().expect("ledger lock");
         ledger.events.sort_by_key(|(block, _)| *block);
         let end = expiry - self.request.expiry + self.request.ask.duration;
-        let deltas = expected_deltas(&self, market.config(), &ledger, end)?;
+        let deltas =
+            rule_deltas(self.client.account(), &self.request.ask, market.config(), &ledger.events, end)
+                .map_err(WalkError::Check)?;
         let mut expected = BTreeMap::new();
         for (account, start) in &before {
             let delta = deltas.get(account).copied().unwrap_or_default();
@@ -239,14 +242,16 @@ impl Walk {
     }
 }
 
-/// The balance changes the marketplace's rules give for what happened, signed.
-fn expected_deltas(
-    walk: &Walk,
+/// The token balance changes the marketplace's rules give for what happened to a request
+/// (`events` in chain order, ending at `end`), signed, by account: a model of the rules,
+/// independent of the contract's arithmetic.
+pub fn rule_deltas(
+    client: Address,
+    ask: &super::market::Ask,
     config: &M::MarketplaceConfig,
-    ledger: &Ledger,
+    events: &[(u64, Happened)],
     end: u64,
-) -> Result<BTreeMap<Address, i128>, WalkError> {
-    let ask = &walk.request.ask;
+) -> Result<BTreeMap<Address, i128>, String> {
     let amount = |value: U256| -> i128 { value.saturating_to::<u128>() as i128 };
     let collateral = amount(collateral_per_slot(ask));
     let per_second = amount(price_per_slot_per_second(ask));
@@ -262,7 +267,7 @@ fn expected_deltas(
     let mut deltas: BTreeMap<Address, i128> = BTreeMap::new();
     let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
     let mut forfeited: i128 = 0;
-    for (_, event) in &ledger.events {
+    for (_, event) in events {
         match event {
             Happened::Fill { slot, host, at, repair } => {
                 let mut due = collateral;
@@ -277,9 +282,7 @@ fn expected_deltas(
                 tenures.insert(*slot, Tenure { host: *host, at: *at, collateral, slashes: 0 });
             }
             Happened::Slash { slot, validator } => {
-                let tenure = tenures
-                    .get_mut(slot)
-                    .ok_or_else(|| WalkError::Check(format!("slash of empty slot {slot}")))?;
+                let tenure = tenures.get_mut(slot).ok_or_else(|| format!("slash of empty slot {slot}"))?;
                 let slashed = slash.min(tenure.collateral);
                 tenure.collateral -= slashed;
                 tenure.slashes += 1;
@@ -302,7 +305,7 @@ fn expected_deltas(
         paid_to_hosts += payment;
         *deltas.entry(tenure.host).or_default() += payment + tenure.collateral;
     }
-    *deltas.entry(walk.client.account()).or_default() += forfeited - paid_to_hosts;
+    *deltas.entry(client).or_default() += forfeited - paid_to_hosts;
     Ok(deltas)
 }
 

@@ -38,6 +38,10 @@ pub struct DeployArgs {
     /// The storage-proof circuit's verifying key, snarkjs JSON [default: Archivist's deployed key].
     #[arg(long, value_name = "FILE")]
     pub verifying_key: Option<PathBuf>,
+    /// A proving key file (`neverust proving-key`): the verifier takes its verifying key, and
+    /// the marketplace its hash as the network's key hash. Instead of --verifying-key.
+    #[arg(long, value_name = "FILE", conflicts_with = "verifying_key")]
+    pub proving_key: Option<PathBuf>,
     /// An existing ERC20 token to pay in, instead of deploying the test token.
     #[arg(long, value_name = "ADDRESS")]
     pub token: Option<Address>,
@@ -85,12 +89,21 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         chain.raw::<_, serde_json::Value>("anvil_mine", (format!("{blocks:#x}"),)).await?;
         println!("mined {blocks} blocks (the marketplace needs 256 blocks of history)");
     }
-    let key_text = match &args.verifying_key {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        None => ARCHIVIST_VERIFYING_KEY.to_string(),
-    };
-    let verifier = Verifier::from_snarkjs(&key_text).context("the verifying key")?;
     let mut config = deploy::default_config();
+    let verifier = match (&args.verifying_key, &args.proving_key) {
+        (_, Some(path)) => {
+            let prover =
+                crate::proofs::prover::Prover::load(path, None).context("loading the proving key")?;
+            config.proofs.zkeyHash = prover.key_hash().to_owned();
+            prover.verifier().clone()
+        }
+        (Some(path), None) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Verifier::from_snarkjs(&text).context("the verifying key")?
+        }
+        (None, None) => Verifier::from_snarkjs(ARCHIVIST_VERIFYING_KEY).context("the verifying key")?,
+    };
     config.proofs.period = args.proof_period.unwrap_or(config.proofs.period);
     config.proofs.timeout = args.proof_timeout.unwrap_or(config.proofs.timeout);
     config.proofs.downtime = args.proof_downtime.unwrap_or(config.proofs.downtime);

@@ -32,6 +32,22 @@ pub enum Command {
     /// Deploy the marketplace contracts (test token, verifier, marketplace) and write where
     /// they are, for `start --deployment`.
     Deploy(chain::DeployArgs),
+    /// Make a proving key of the storage-proof circuit by a development setup (its toxic
+    /// waste comes from a seed: for development networks and tests, never for real value).
+    ProvingKey(ProvingKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvingKeyArgs {
+    /// Where to write the key file, which `start --proving-key` and `deploy --proving-key` read.
+    #[arg(short, long, default_value = "proving.key", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Cells sampled per proof [default: 5, Archivist's].
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub samples: usize,
+    /// Seed of the setup [default: a random one].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 /// Settings of `start`. Each also reads from the environment (`NEVERUST_<NAME>`, e.g.
@@ -114,6 +130,18 @@ pub struct StartArgs {
     /// SHA-256 (hex) the proving key or zkey file must have (the network's zkeyHash).
     #[arg(long, value_name = "HEX")]
     pub proving_key_hash: Option<String>,
+    /// Validate: mark missed proofs of filled slots, for a share of the slashed collateral.
+    #[arg(long)]
+    pub validator: bool,
+    /// Split the slots among this many validators (2..=65535) [default: every slot].
+    #[arg(long, value_name = "N")]
+    pub validator_groups: Option<u16>,
+    /// The group this validator takes, below --validator-groups [default: 0].
+    #[arg(long, value_name = "N")]
+    pub validator_group_index: Option<u16>,
+    /// Slots a validator tracks at most [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub validator_max_slots: Option<usize>,
     /// Print the merged configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -147,6 +175,10 @@ impl StartArgs {
             circom_wasm: self.circom_wasm.clone(),
             circom_zkey: self.circom_zkey.clone(),
             proving_key_hash: self.proving_key_hash.clone(),
+            validator: self.validator.then_some(true),
+            validator_groups: self.validator_groups,
+            validator_group_index: self.validator_group_index,
+            validator_max_slots: self.validator_max_slots,
         }
     }
 }
@@ -182,5 +214,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upload(args) => client::upload(args).await,
         Command::Download(args) => client::download(args).await,
         Command::Deploy(args) => chain::deploy(args).await,
+        Command::ProvingKey(args) => proving_key(args),
     }
+}
+
+/// `neverust proving-key`.
+fn proving_key(args: ProvingKeyArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let params = crate::proofs::circuit::Params::ARCHIVIST.with_samples(args.samples);
+    let started = std::time::Instant::now();
+    let prover =
+        crate::proofs::prover::Prover::development_setup(params, args.seed.unwrap_or_else(rand::random))
+            .context("setting up the storage-proof circuit")?;
+    let hash = prover.save(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "wrote {} in {:.1} s: storage-proof circuit {params:?}, key hash {hash}",
+        args.output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

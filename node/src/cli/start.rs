@@ -15,10 +15,16 @@ use crate::api::{self, ApiState, LogLevelSetter};
 use crate::config::{Config, LogFormat, PartialConfig};
 use crate::durability::DurabilityConfig;
 use crate::exchange::EngineConfig;
+use crate::market::proving::{CircomSlotProver, CircuitProver, SlotProver};
+use crate::market::validation::ValidatorConfig;
+use crate::market::{MarketConfig, MarketPorts};
 use crate::metrics::Metrics;
 use crate::net::p2p::P2pConfig;
+use crate::proofs::circuit::Params;
+use crate::proofs::proving::{SlotInputs, SlotProofs};
+use crate::runtime::{Compute, NodeRng};
 use crate::services::{Services, ServicesConfig};
-use crate::store::{BlockStore, LmdbStore};
+use crate::store::{BlockStore, LmdbStore, SharedStore};
 
 /// Directory of the LMDB store inside the data directory.
 pub const STORE_DIR: &str = "store";
@@ -72,7 +78,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
-    let _market = super::chain::connect(&config).await.context("connecting to the marketplace")?;
+    let marketplace = super::chain::connect(&config).await.context("connecting to the marketplace")?;
     // Checked at start so a bad file stops the node now, not at its first proof; the
     // marketplace's sales prove with it.
     let proving = load_proving(&config)?;
@@ -96,6 +102,19 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     );
     let metrics = Arc::new(Metrics::new());
     metrics.observe_space(&space);
+    let store: SharedStore = Arc::new(store);
+    let market = marketplace.map(|marketplace| MarketPorts {
+        marketplace,
+        prover: proving.map(|proving| proving.slot_prover(store.clone())),
+    });
+    let market_config = MarketConfig {
+        validator: config.validator.then_some(ValidatorConfig {
+            groups: config.validator_groups,
+            group_index: config.validator_group_index,
+            max_slots: config.validator_max_slots,
+        }),
+        ..MarketConfig::default()
+    };
     let services_config = ServicesConfig {
         block_size_bytes: config.block_size_bytes(),
         p2p: P2pConfig {
@@ -113,11 +132,11 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             repair_after: Duration::from_secs(config.repair_after),
             ..DurabilityConfig::default()
         },
+        market,
+        market_config,
     };
-    let Services { datasets, network, fetcher, durability, recovery } =
-        Services::start(Arc::new(store), keypair, services_config, metrics)
-            .await
-            .context("starting the node")?;
+    let Services { datasets, network, fetcher, durability, market, recovery } =
+        Services::start(store, keypair, services_config, metrics).await.context("starting the node")?;
     if recovery.uploads_rolled_back > 0 {
         tracing::warn!(
             uploads = recovery.uploads_rolled_back,
@@ -130,6 +149,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     state.network = Some(network);
     state.fetcher = Some(fetcher);
     state.durability = Some(durability);
+    state.market = market;
     let state = Arc::new(state);
     let address = SocketAddr::new(config.api_bindaddr, config.api_port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -148,6 +168,22 @@ pub enum Proving {
 }
 
 impl Proving {
+    /// The prover of the slots this node sells, over its store.
+    fn slot_prover(self, store: SharedStore) -> Arc<dyn SlotProver> {
+        let rng = NodeRng::from_seed(rand::random());
+        match self {
+            Proving::Native(prover) => {
+                let proofs = SlotProofs::new(store, Compute::Pool, Arc::new(*prover))
+                    .expect("a loaded key's circuit synthesizes");
+                Arc::new(CircuitProver::new(proofs, rng))
+            }
+            Proving::Circom(prover) => {
+                let inputs = SlotInputs::new(store, Compute::Pool, Params::ARCHIVIST);
+                Arc::new(CircomSlotProver::new(Arc::new(*prover), inputs, rng))
+            }
+        }
+    }
+
     /// The circuit and its key's hash, as the log shows them.
     pub fn describe(&self) -> String {
         match self {

@@ -152,6 +152,14 @@ pub struct Config {
     /// The SHA-256 (hex) the proving key file or zkey must have: the key the network's
     /// verifier was deployed with (Archivist's `zkeyHash`).
     pub proving_key_hash: Option<String>,
+    /// Whether this node validates: marks missed proofs, for a share of the slashed collateral.
+    pub validator: bool,
+    /// Splits the slots among this many validators (2..=65535); none validates every slot.
+    pub validator_groups: Option<u16>,
+    /// The group this validator takes (below validator-groups).
+    pub validator_group_index: u16,
+    /// Slots a validator tracks at most (0 for no limit).
+    pub validator_max_slots: usize,
 }
 
 /// One layer of configuration: any subset of the keys.
@@ -182,6 +190,10 @@ pub struct PartialConfig {
     pub circom_wasm: Option<PathBuf>,
     pub circom_zkey: Option<PathBuf>,
     pub proving_key_hash: Option<String>,
+    pub validator: Option<bool>,
+    pub validator_groups: Option<u16>,
+    pub validator_group_index: Option<u16>,
+    pub validator_max_slots: Option<usize>,
 }
 
 /// Why a configuration could not be built.
@@ -239,6 +251,10 @@ impl Default for Config {
             circom_wasm: None,
             circom_zkey: None,
             proving_key_hash: None,
+            validator: false,
+            validator_groups: None,
+            validator_group_index: 0,
+            validator_max_slots: 0,
         }
     }
 }
@@ -289,6 +305,16 @@ impl PartialConfig {
                 "CIRCOM_WASM" => layer.circom_wasm = Some(value.clone().into()),
                 "CIRCOM_ZKEY" => layer.circom_zkey = Some(value.clone().into()),
                 "PROVING_KEY_HASH" => layer.proving_key_hash = Some(value.clone()),
+                "VALIDATOR" => layer.validator = Some(parse_bool(&value).map_err(bad)?),
+                "VALIDATOR_GROUPS" => {
+                    layer.validator_groups = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "VALIDATOR_GROUP_INDEX" => {
+                    layer.validator_group_index = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "VALIDATOR_MAX_SLOTS" => {
+                    layer.validator_max_slots = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
                 // CONFIG names the file and is read by the caller; unknown names are reported
                 // by `unknown_env_vars`, not refused, so unrelated tools can share the prefix.
                 _ => {}
@@ -299,7 +325,7 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 25] = [
+        const KNOWN: [&str; 29] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
@@ -324,6 +350,10 @@ impl PartialConfig {
             "CIRCOM_WASM",
             "CIRCOM_ZKEY",
             "PROVING_KEY_HASH",
+            "VALIDATOR",
+            "VALIDATOR_GROUPS",
+            "VALIDATOR_GROUP_INDEX",
+            "VALIDATOR_MAX_SLOTS",
             "CONFIG",
         ];
         vars.into_iter()
@@ -362,7 +392,11 @@ impl PartialConfig {
             circom_r1cs,
             circom_wasm,
             circom_zkey,
-            proving_key_hash
+            proving_key_hash,
+            validator,
+            validator_groups,
+            validator_group_index,
+            validator_max_slots
         );
     }
 }
@@ -403,6 +437,10 @@ impl Config {
             circom_wasm: merged.circom_wasm,
             circom_zkey: merged.circom_zkey,
             proving_key_hash: merged.proving_key_hash,
+            validator: merged.validator.unwrap_or(d.validator),
+            validator_groups: merged.validator_groups,
+            validator_group_index: merged.validator_group_index.unwrap_or(d.validator_group_index),
+            validator_max_slots: merged.validator_max_slots.unwrap_or(d.validator_max_slots),
         };
         config.validate()?;
         Ok(config)
@@ -502,8 +540,25 @@ impl Config {
                 message: format!("{address:?} is not an address (0x and 40 hex digits)"),
             });
         }
+        let grouping = crate::market::validation::ValidatorConfig {
+            groups: self.validator_groups,
+            group_index: self.validator_group_index,
+            max_slots: self.validator_max_slots,
+        };
+        if let Err(message) = grouping.check() {
+            return Err(ConfigError::Invalid { key: "validator-groups", message });
+        }
+        let grouped = self.validator_groups.is_some() || self.validator_max_slots != 0;
+        if grouped && !self.validator {
+            return Err(ConfigError::Invalid {
+                key: "validator-groups",
+                message: "validator-groups, validator-group-index and validator-max-slots need validator"
+                    .into(),
+            });
+        }
         if self.eth_provider.is_none() {
             for (key, set) in [
+                ("validator", self.validator),
                 ("marketplace-address", self.marketplace_address.is_some()),
                 ("deployment", self.deployment.is_some()),
                 ("eth-private-key", self.eth_private_key.is_some()),

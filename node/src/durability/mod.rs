@@ -61,6 +61,10 @@ pub struct DurabilityConfig {
     pub request_timeout: Duration,
     /// How long a host is given to fetch (or rebuild) and store a slot.
     pub hold_timeout: Duration,
+    /// Whether this node places, checks and repairs slots itself (cluster mode). Off in
+    /// market mode, where the marketplace does: the service then only answers peers (leaf
+    /// digests, holdings, challenges) and takes the slots the node's sales ask for.
+    pub cluster_checks: bool,
 }
 
 impl Default for DurabilityConfig {
@@ -70,6 +74,7 @@ impl Default for DurabilityConfig {
             repair_after: Duration::from_secs(5 * 60),
             request_timeout: Duration::from_secs(20),
             hold_timeout: Duration::from_secs(30 * 60),
+            cluster_checks: true,
         }
     }
 }
@@ -165,6 +170,9 @@ impl Durability {
             receiver.receive(messages).await;
         });
         let checker = durability.clone();
+        if !config.cluster_checks {
+            return durability;
+        }
         tokio::spawn(async move {
             loop {
                 checker.check_all().await;
@@ -234,7 +242,7 @@ impl Durability {
                 let fresh =
                     self.inner.state.lock().expect("durability state").taking.insert((manifest, slot));
                 let result = if fresh {
-                    let result = self.hold(from, manifest, slot, sources).await;
+                    let result = self.hold(Some(from), manifest, slot, sources).await;
                     self.inner.state.lock().expect("durability state").taking.remove(&(manifest, slot));
                     result
                 } else {
@@ -410,10 +418,32 @@ impl Durability {
             })
     }
 
-    /// Fetches (or rebuilds) slot `slot` of `manifest_cid`, verifies it and keeps it.
+    /// Takes slot `slot` of `manifest_cid` for this node's own reasons (a sale): fetches its
+    /// blocks from the dataset's providers, or rebuilds those nobody serves from `K` other
+    /// blocks of their columns, checks the whole slot against its slot root and keeps it.
+    /// Done at once when the slot is already held.
+    pub async fn take_slot(&self, manifest_cid: Cid, slot: u32) -> Result<(), HoldError> {
+        if !self.inner.state.lock().expect("durability state").taking.insert((manifest_cid, slot)) {
+            return Err(HoldError::Busy);
+        }
+        let result = self.hold(None, manifest_cid, slot, Vec::new()).await;
+        self.inner.state.lock().expect("durability state").taking.remove(&(manifest_cid, slot));
+        result
+    }
+
+    /// Drops a held slot (its blocks go when nothing else uses them) and forgets its tree.
+    pub async fn drop_slot(&self, manifest_cid: Cid, slot: u32) -> Result<bool, HoldError> {
+        self.inner.state.lock().expect("durability state").slot_trees.remove(&(manifest_cid, slot));
+        let dropped = self.inner.datasets.store().delete_slot(manifest_cid, slot).await?;
+        self.refresh_slot_gauge().await;
+        Ok(dropped)
+    }
+
+    /// Fetches (or rebuilds) slot `slot` of `manifest_cid`, verifies it and keeps it. `from`,
+    /// the peer asking, is asked first (for the manifest and the blocks).
     async fn hold(
         &self,
-        from: &PeerId,
+        from: Option<&PeerId>,
         manifest_cid: Cid,
         slot: u32,
         sources: Vec<PeerId>,
@@ -423,7 +453,11 @@ impl Durability {
         }
         let fetcher = &self.inner.fetcher;
         // The peer asking has the manifest, and may be ahead of the DHT.
-        let (manifest, encoded) = match fetcher.manifest_from(manifest_cid, vec![from.clone()]).await {
+        let asked = match from {
+            Some(from) => fetcher.manifest_from(manifest_cid, vec![from.clone()]).await,
+            None => None,
+        };
+        let (manifest, encoded) = match asked {
             Some(found) => found,
             None => fetcher.manifest(manifest_cid).await,
         }
@@ -437,8 +471,8 @@ impl Durability {
         // Sources first: the sender and the peers it named (as far as they answer a dial); a
         // DHT lookup only when they do not suffice.
         let me = self.inner.network.local_peer_id();
-        let mut providers = vec![from.clone()];
-        for source in sources.into_iter().filter(|p| *p != me && p != from) {
+        let mut providers: Vec<PeerId> = from.into_iter().cloned().collect();
+        for source in sources.into_iter().filter(|p| *p != me && Some(p) != from) {
             if self.inner.network.dial(&source, &[]).await.is_ok() {
                 providers.push(source);
             }

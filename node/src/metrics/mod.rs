@@ -30,6 +30,84 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of a per-state gauge: the state's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// The marketplace's metrics, named `market_*`. Token amounts are in the token's smallest unit.
+pub struct MarketMetrics {
+    /// Purchases (storage requests made here), by state.
+    pub purchases: Family<StateLabels, Gauge>,
+    /// Sales (slots sold here), by state.
+    pub sales: Family<StateLabels, Gauge>,
+    pub requests_started: Counter,
+    pub requests_finished: Counter,
+    pub slots_filled: Counter,
+    pub proofs_submitted: Counter,
+    /// Proofs of this host's slots marked missing (each a slash).
+    pub proofs_missed: Counter,
+    /// Missed proofs this validator marked.
+    pub proofs_marked_missing: Counter,
+    /// Slots whose data was fetched or rebuilt again because it did not prove.
+    pub slots_restored: Counter,
+    pub collateral_locked: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Tokens collected with payouts (payment and collateral returned).
+    pub payouts: Counter<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl MarketMetrics {
+    fn register(registry: &mut Registry) -> MarketMetrics {
+        let m = MarketMetrics {
+            purchases: Family::default(),
+            sales: Family::default(),
+            requests_started: Counter::default(),
+            requests_finished: Counter::default(),
+            slots_filled: Counter::default(),
+            proofs_submitted: Counter::default(),
+            proofs_missed: Counter::default(),
+            proofs_marked_missing: Counter::default(),
+            slots_restored: Counter::default(),
+            collateral_locked: Gauge::default(),
+            payouts: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("market");
+        r.register("purchases", "Storage requests made by this node, by state", m.purchases.clone());
+        r.register("sales", "Slots sold by this node, by state", m.sales.clone());
+        r.register(
+            "requests_started",
+            "Requests of this node whose slots all filled",
+            m.requests_started.clone(),
+        );
+        r.register(
+            "requests_finished",
+            "Requests of this node that ran their whole duration",
+            m.requests_finished.clone(),
+        );
+        r.register("slots_filled", "Slots this host filled", m.slots_filled.clone());
+        r.register("proofs_submitted", "Storage proofs this host submitted", m.proofs_submitted.clone());
+        r.register("proofs_missed", "Proofs of this host marked missing (slashes)", m.proofs_missed.clone());
+        r.register(
+            "proofs_marked_missing",
+            "Missed proofs this validator marked",
+            m.proofs_marked_missing.clone(),
+        );
+        r.register(
+            "slots_restored",
+            "Sold slots fetched or rebuilt again because their data did not prove",
+            m.slots_restored.clone(),
+        );
+        r.register(
+            "collateral_locked",
+            "Collateral this host has put up in filled slots (tokens)",
+            m.collateral_locked.clone(),
+        );
+        r.register("payouts", "Tokens this host collected at the end of its sales", m.payouts.clone());
+        m
+    }
+}
+
 /// All node metrics, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -59,6 +137,7 @@ pub struct Metrics {
     pub want_list_size: Gauge,
     /// Scores of connected peers, sampled periodically by the block exchange.
     pub peer_score: Histogram,
+    pub market: MarketMetrics,
 }
 
 impl Default for Metrics {
@@ -156,7 +235,9 @@ impl Metrics {
         );
         registry.register("want_list_size", "Blocks this node wants from peers", want_list_size.clone());
         registry.register("peer_score", "Scores of connected peers, sampled every 30 s", peer_score.clone());
+        let market = MarketMetrics::register(&mut registry);
         Metrics {
+            market,
             registry,
             blocks_sent,
             blocks_received,
@@ -225,6 +306,7 @@ mod tests {
             "peer_count 0",
             "upload_bytes_total 0",
             "http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
+            "market_proofs_submitted_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -15,7 +15,7 @@ use ark_groth16::Proof;
 use bytes::Bytes;
 use cid::Cid;
 
-use super::circuit::{InputError, ProofInput};
+use super::circuit::{InputError, Params, ProofInput};
 use super::input::{build_input, entropy_from_challenge, sampled_blocks};
 use super::prover::{Prover, ProverError};
 use crate::content::Manifest;
@@ -70,11 +70,18 @@ impl ProvableSlot {
     }
 }
 
+/// Proof inputs of the slots held in one store, for a circuit's parameters.
+#[derive(Clone)]
+pub struct SlotInputs {
+    store: SharedStore,
+    compute: Compute,
+    params: Params,
+}
+
 /// Storage proofs of the slots held in one store.
 #[derive(Clone)]
 pub struct SlotProofs {
-    store: SharedStore,
-    compute: Compute,
+    inputs: SlotInputs,
     prover: Arc<Prover>,
     /// Constraints of the prover's circuit: what a proof costs under [`Compute::Modeled`].
     constraints: u64,
@@ -83,11 +90,59 @@ pub struct SlotProofs {
 impl SlotProofs {
     pub fn new(store: SharedStore, compute: Compute, prover: Arc<Prover>) -> Result<SlotProofs, ProverError> {
         let (constraints, _, _) = super::prover::circuit_size(*prover.params())?;
-        Ok(SlotProofs { store, compute, prover, constraints: constraints as u64 })
+        let inputs = SlotInputs { store, compute, params: *prover.params() };
+        Ok(SlotProofs { inputs, prover, constraints: constraints as u64 })
     }
 
     pub fn prover(&self) -> &Prover {
         &self.prover
+    }
+
+    pub fn inputs(&self) -> &SlotInputs {
+        &self.inputs
+    }
+
+    /// See [`SlotInputs::slot`].
+    pub async fn slot(&self, manifest: &Manifest, slot: u32) -> Result<ProvableSlot, ProvingError> {
+        self.inputs.slot(manifest, slot).await
+    }
+
+    /// See [`SlotInputs::input`].
+    pub async fn input(&self, slot: &ProvableSlot, challenge: &[u8; 32]) -> Result<ProofInput, ProvingError> {
+        self.inputs.input(slot, challenge).await
+    }
+
+    /// A proof that this node holds `slot`, for the chain's `challenge`; `randomness` blinds
+    /// it (32 fresh random bytes).
+    pub async fn prove(
+        &self,
+        slot: &ProvableSlot,
+        challenge: &[u8; 32],
+        randomness: [u8; 32],
+    ) -> Result<(ProofInput, Proof<Bn254>), ProvingError> {
+        let input = self.inputs.input(slot, challenge).await?;
+        let prover = self.prover.clone();
+        let proof_input = input.clone();
+        let proof = self
+            .inputs
+            .compute
+            .run_proving(self.constraints, move || prover.prove(&proof_input, randomness))
+            .await?;
+        Ok((input, proof))
+    }
+}
+
+impl SlotInputs {
+    pub fn new(store: SharedStore, compute: Compute, params: Params) -> SlotInputs {
+        SlotInputs { store, compute, params }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn compute(&self) -> Compute {
+        self.compute
     }
 
     /// Slot `slot` of the protected dataset `manifest`, from its blocks in the store; its
@@ -142,7 +197,7 @@ impl SlotProofs {
 
     /// The proof input for the chain's `challenge`, from the sampled blocks in the store.
     pub async fn input(&self, slot: &ProvableSlot, challenge: &[u8; 32]) -> Result<ProofInput, ProvingError> {
-        let params = *self.prover.params();
+        let params = self.params;
         let entropy = entropy_from_challenge(challenge);
         let mut blocks = BTreeMap::new();
         for index in sampled_blocks(&params, &entropy, &slot.tree) {
@@ -162,24 +217,6 @@ impl SlotProofs {
             })
             .await?;
         Ok(input)
-    }
-
-    /// A proof that this node holds `slot`, for the chain's `challenge`; `randomness` blinds
-    /// it (32 fresh random bytes).
-    pub async fn prove(
-        &self,
-        slot: &ProvableSlot,
-        challenge: &[u8; 32],
-        randomness: [u8; 32],
-    ) -> Result<(ProofInput, Proof<Bn254>), ProvingError> {
-        let input = self.input(slot, challenge).await?;
-        let prover = self.prover.clone();
-        let proof_input = input.clone();
-        let proof = self
-            .compute
-            .run_proving(self.constraints, move || prover.prove(&proof_input, randomness))
-            .await?;
-        Ok((input, proof))
     }
 }
 

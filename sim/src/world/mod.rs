@@ -385,8 +385,10 @@ pub(super) async fn node_main(world: Arc<World>, index: usize) {
         // madsim's generator: drawn from the run's seed.
         seed: madsim::rand::random(),
         durability: world.repair,
+        market: neverust::market::MarketConfig::default(),
     };
-    let ports = Ports { store, network: network.clone(), discovery, metrics: Arc::new(Metrics::new()) };
+    let ports =
+        Ports { store, network: network.clone(), discovery, metrics: Arc::new(Metrics::new()), market: None };
     match Node::start(ports, config).await {
         Ok((node, recovery)) => {
             if recovery.uploads_rolled_back > 0 {

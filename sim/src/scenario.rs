@@ -63,7 +63,109 @@ pub struct ChainModel {
     /// An actor's endpoint that does not answer for a while.
     #[serde(default)]
     pub endpoint_down: Vec<EndpointDown>,
-    pub walk: ChainWalk,
+    /// One storage request's life, scripted (`neverust::chain::walk`).
+    #[serde(default)]
+    pub walk: Option<ChainWalk>,
+    /// The marketplace run by the nodes themselves: hosts, validators, requests.
+    #[serde(default)]
+    pub market: Option<MarketModel>,
+}
+
+/// The marketplace in the nodes (`neverust::market`): every storage node sells (an
+/// availability each), the first `validators` nodes validate, and `request` workloads have
+/// clients request storage with these terms.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MarketModel {
+    /// Nodes 0..validators validate; faults never touch them.
+    #[serde(default = "default_validators")]
+    pub validators: u64,
+    /// Each host's availability.
+    #[serde(default = "default_availability")]
+    pub availability: ByteSize,
+    #[serde(default = "default_proof_period")]
+    pub proof_period: Span,
+    #[serde(default = "default_proof_downtime")]
+    pub proof_downtime: u8,
+    /// Cells a proof samples: the size of the modeled circuit (its proving time).
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// Slots of a request (`K + M`) and how many may be lost (`M`).
+    #[serde(default = "default_request_nodes")]
+    pub nodes: u64,
+    #[serde(default = "default_max_slot_loss")]
+    pub tolerance: u64,
+    pub duration: Span,
+    pub expiry: Span,
+    /// Tokens per byte per second, and collateral per byte.
+    #[serde(default = "default_price")]
+    pub price: u64,
+    #[serde(default = "default_collateral")]
+    pub collateral: u64,
+    /// A slot freed from a running request must be filled again within this.
+    #[serde(default = "default_repair_bound")]
+    pub repair_bound: Span,
+    /// A planted bug, for checking the oracle: this many hosts never submit proofs after
+    /// filling, though up and holding their data (they are slashed, and the slashing check
+    /// must say so).
+    #[serde(default)]
+    pub lazy_hosts: u64,
+}
+
+fn default_validators() -> u64 {
+    1
+}
+
+fn default_availability() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_samples() -> usize {
+    5
+}
+
+fn default_request_nodes() -> u64 {
+    4
+}
+
+fn default_price() -> u64 {
+    1
+}
+
+fn default_collateral() -> u64 {
+    10
+}
+
+fn default_repair_bound() -> Span {
+    Span(Duration::from_secs(30 * 60))
+}
+
+impl MarketModel {
+    fn validate(&self) -> Result<(), String> {
+        if self.validators == 0 {
+            return Err("chain.market.validators: at least 1 (missed proofs are marked by validators)".into());
+        }
+        let k = self.nodes.saturating_sub(self.tolerance);
+        if self.tolerance == 0 || k < 2 || k < self.tolerance {
+            return Err(format!(
+                "chain.market: nodes {} and tolerance {} do not make a request (K = nodes - tolerance, at least 2 and at least tolerance)",
+                self.nodes, self.tolerance
+            ));
+        }
+        if self.expiry.0.is_zero() || self.expiry.0 >= self.duration.0 {
+            return Err("chain.market.expiry: more than 0s and less than the duration".into());
+        }
+        if self.proof_period.0 < Duration::from_secs(2)
+            || self.samples == 0
+            || self.price == 0
+            || self.collateral == 0
+        {
+            return Err(
+                "chain.market: proof-period at least 2s; samples, price and collateral more than 0".into()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl ChainModel {
@@ -78,7 +180,17 @@ impl ChainModel {
         if min_of(self.rpc_latency_ms) < 0.0 {
             return Err("chain.rpc-latency-ms: negative".into());
         }
-        let walk = &self.walk;
+        if let Some(market) = &self.market {
+            market.validate()?;
+        }
+        let Some(walk) = &self.walk else {
+            if !self.endpoint_down.is_empty() {
+                return Err(
+                    "chain.endpoint-down: names actors of the walk, and there is no chain.walk".into()
+                );
+            }
+            return Ok(());
+        };
         if walk.slots == 0 || walk.silent_slot >= walk.slots || walk.max_slot_loss > walk.slots {
             return Err(format!(
                 "chain.walk: slots {}, silent-slot {} and max-slot-loss {} do not fit (0 <= silent-slot < slots, max-slot-loss <= slots)",
@@ -393,6 +505,9 @@ pub enum WorkloadKind {
     Upload,
     /// Download an acknowledged dataset on a live node that lacks it, by DHT discovery.
     Download,
+    /// Upload fresh random bytes to a live node and request storage for them on the
+    /// marketplace (`[chain.market]`'s terms).
+    Request,
 }
 
 /// Faults injected during the fault phase.
@@ -471,7 +586,8 @@ pub struct Depart {
 pub enum Target {
     /// A node index.
     Index(u64),
-    /// `"random"`, or `"holders-of-first-upload"`: every node holding the first dataset.
+    /// `"random"`; `"holders-of-first-upload"`: every node holding the first dataset;
+    /// `"hosts-of-first-request"`: every node selling a slot of the first storage request.
     Named(String),
 }
 
@@ -691,7 +807,7 @@ pub enum ScenarioError {
 }
 
 /// The sometimes-probes a scenario may require.
-pub const PROBES: [&str; 13] = [
+pub const PROBES: [&str; 24] = [
     "download-completed",
     "download-while-a-holder-was-down",
     "download-after-partition-healed",
@@ -705,11 +821,22 @@ pub const PROBES: [&str; 13] = [
     "proof-missed-and-slashed",
     "slot-repaired-on-chain",
     "transaction-sent-again",
+    "storage-requested",
+    "slot-filled",
+    "proof-submitted",
+    "proof-missed",
+    "host-slashed",
+    "slot-freed",
+    "slot-repaired-by-market",
+    "request-finished",
+    "request-failed",
+    "payout-withdrawn",
+    "market-host-departed",
 ];
 
 /// The invariants a run checks.
-pub const INVARIANTS: [&str; 6] =
-    ["integrity", "durability", "redundancy", "liveness", "sometimes", "payments"];
+pub const INVARIANTS: [&str; 8] =
+    ["integrity", "durability", "redundancy", "liveness", "sometimes", "payments", "slashing", "requests"];
 
 impl Scenario {
     /// Parses and validates a scenario file's text; errors name the file, the key and the line.
@@ -750,8 +877,11 @@ impl Scenario {
             if w.on == Role::Clients && self.nodes.clients == 0 {
                 return Err(format!("workload[{i}].on: \"clients\" but nodes.clients is 0"));
             }
-            if w.kind == WorkloadKind::Upload && w.size.is_none() {
-                return Err(format!("workload[{i}].size: an upload workload needs a size"));
+            if matches!(w.kind, WorkloadKind::Upload | WorkloadKind::Request) && w.size.is_none() {
+                return Err(format!("workload[{i}].size: an upload or request workload needs a size"));
+            }
+            if w.kind == WorkloadKind::Request && self.chain.as_ref().is_none_or(|c| c.market.is_none()) {
+                return Err(format!("workload[{i}].kind: \"request\" needs a [chain.market]"));
             }
             if let Some([a, b]) = w.nodes
                 && (a > b || b >= count_min)
@@ -836,9 +966,12 @@ impl Scenario {
                 Target::Index(i) if *i >= count_min => {
                     return Err(format!("{key}: node {i} does not exist (nodes.count is {count_min})"));
                 }
-                Target::Named(name) if name != "random" && name != "holders-of-first-upload" => {
+                Target::Named(name)
+                    if !["random", "holders-of-first-upload", "hosts-of-first-request"]
+                        .contains(&name.as_str()) =>
+                {
                     return Err(format!(
-                        "{key}: {name:?} is neither an index, \"random\" nor \"holders-of-first-upload\""
+                        "{key}: {name:?} is neither an index, \"random\", \"holders-of-first-upload\" nor \"hosts-of-first-request\""
                     ));
                 }
                 _ => {}
@@ -913,7 +1046,10 @@ mod tests {
         let ok = format!("{MINIMAL}[chain]\n{walk}");
         let s = Scenario::parse("t.toml", &ok).unwrap();
         let chain = s.chain.expect("a chain");
-        assert_eq!((chain.block_time.0, chain.walk.proof_downtime), (Duration::from_secs(12), 64));
+        assert_eq!(
+            (chain.block_time.0, chain.walk.as_ref().unwrap().proof_downtime),
+            (Duration::from_secs(12), 64)
+        );
         // (what is changed, the key the error names)
         for (change, key) in [
             ("[chain]\nblock-time = \"1500ms\"\n", "chain.block-time"),
@@ -931,6 +1067,23 @@ mod tests {
         assert!(Scenario::parse("t.toml", &late).unwrap_err().to_string().contains("chain.walk.expiry"));
         let silent = format!("{MINIMAL}[chain]\n{walk}silent-slot = 3\n");
         assert!(Scenario::parse("t.toml", &silent).unwrap_err().to_string().contains("silent-slot"));
+
+        // The market: its terms, and request workloads only with it.
+        let market = "[chain]\n[chain.market]\nduration = \"1h\"\nexpiry = \"10m\"\n";
+        let s = Scenario::parse("t.toml", &format!("{MINIMAL}{market}")).unwrap();
+        assert_eq!(s.chain.unwrap().market.unwrap().nodes, 4);
+        for (text, key) in [
+            (market.replace("\"10m\"", "\"2h\""), "chain.market.expiry"),
+            (format!("{market}tolerance = 3\n"), "tolerance"),
+            (format!("{market}validators = 0\n"), "chain.market.validators"),
+            (
+                "[[workload]]\nkind = \"request\"\ncount = 1\nsize = \"1MiB\"\n".into(),
+                "needs a [chain.market]",
+            ),
+        ] {
+            let err = Scenario::parse("t.toml", &format!("{MINIMAL}{text}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -110,6 +110,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     config: MarketConfig,
     state: Mutex<State>,
+    /// Missed proofs this validator marked.
+    marks: Mutex<Vec<validation::Mark>>,
     /// Wakes the sale workers: the queue has slots.
     queued: tokio::sync::Notify,
 }
@@ -185,6 +187,7 @@ impl Market {
             metrics,
             config,
             state: Mutex::new(state),
+            marks: Mutex::new(Vec::new()),
             queued: tokio::sync::Notify::new(),
         };
         let market = Market { inner: Arc::new(inner) };
@@ -194,8 +197,10 @@ impl Market {
         }
         market.recover_sales(sales).await;
         market.spawn_events();
-        for _ in 0..market.inner.config.sale_workers {
-            market.spawn_sale_worker();
+        if market.sells() {
+            for _ in 0..market.inner.config.sale_workers {
+                market.spawn_sale_worker();
+            }
         }
         if let Some(validator) = market.inner.config.validator {
             market.spawn_validator(validator);

@@ -198,12 +198,9 @@ impl Market {
                 };
                 match next {
                     Some(slot) => market.sell(slot).await,
-                    None => {
-                        tokio::select! {
-                            () = woken => {}
-                            () = tokio::time::sleep(pause * 6) => {}
-                        }
-                    }
+                    // Nothing to take: wait for a slot offered or a sale ended (expired slots
+                    // are dropped when the queue is next looked at).
+                    None => woken.await,
                 }
             }
         });
@@ -264,6 +261,9 @@ impl Market {
             // beats data lost).
             let holds_one = state.sales.values().any(|s| s.request_id == slot.request && !s.state.is_final());
             if holds_one && !slot.repair {
+                // Back in the queue: if this host's other sale of the request ends short of a
+                // fill (another host won its slot), this slot is still there to take.
+                state.queue.push(slot.clone());
                 return Ok(false);
             }
             let Some(mut availability) =
@@ -455,58 +455,70 @@ impl Market {
             .ok_or_else(|| errored("the slot's manifest is gone"))?;
         self.set_sale(id, SaleState::Proving, |_| {}).await;
         let mut head = persist(pause, "head", || market.chain().head()).await?;
+        // The slot's and the request's state are read once a period; whether a proof is
+        // required, each block until it is; the proof is sent each block until it is in.
+        let mut checked_in: Option<u64> = None;
         let mut proved_in: Option<u64> = None;
+        let mut due = false;
         let mut missed = persist(pause, "missingProofs", || market.missing_proofs(id)).await?;
         loop {
-            match persist(pause, "requestState", || market.request_state(sale.request_id)).await? {
-                RequestState::Finished => return Ok(()),
-                RequestState::Cancelled => return Err(Exit::To(SaleState::Cancelled, None)),
-                RequestState::Failed => return Err(Exit::To(SaleState::Failed, None)),
-                RequestState::New | RequestState::Started => {}
-            }
-            let slot_state = persist(pause, "slotState", || market.slot_state(id)).await?;
-            if slot_state != SlotState::Filled
-                || persist(pause, "getHost", || market.host(id)).await? != market.account()
-            {
-                return Err(errored(format!("the slot was lost ({slot_state:?})")));
-            }
-            let now_missed = persist(pause, "missingProofs", || market.missing_proofs(id)).await?;
-            if now_missed > missed {
-                self.inner.metrics.market.proofs_missed.inc_by(now_missed - missed);
-                tracing::warn!(slot = %id, missed = now_missed, "a proof of this host was marked missing");
-            }
-            missed = now_missed;
             let period = market.period_of(head.timestamp);
-            if proved_in != Some(period) {
-                let due = persist(pause, "isProofRequired", || market.is_proof_required(id)).await?
+            if checked_in != Some(period) {
+                match persist(pause, "requestState", || market.request_state(sale.request_id)).await? {
+                    RequestState::Finished => return Ok(()),
+                    RequestState::Cancelled => return Err(Exit::To(SaleState::Cancelled, None)),
+                    RequestState::Failed => return Err(Exit::To(SaleState::Failed, None)),
+                    RequestState::New | RequestState::Started => {}
+                }
+                let slot_state = persist(pause, "slotState", || market.slot_state(id)).await?;
+                if slot_state != SlotState::Filled
+                    || persist(pause, "getHost", || market.host(id)).await? != market.account()
+                {
+                    return Err(errored(format!("the slot was lost ({slot_state:?})")));
+                }
+                let now_missed = persist(pause, "missingProofs", || market.missing_proofs(id)).await?;
+                if now_missed > missed {
+                    self.inner.metrics.market.proofs_missed.inc_by(now_missed - missed);
+                    tracing::warn!(slot = %id, missed = now_missed, "a proof of this host was marked missing");
+                }
+                missed = now_missed;
+                due = persist(pause, "isProofRequired", || market.is_proof_required(id)).await?
                     || persist(pause, "willProofBeRequired", || market.will_proof_be_required(id)).await?;
-                if due {
-                    let sent = self
-                        .with_fresh_proof(&request, sale.slot_index, &manifest_cid, &manifest, |proof| {
-                            market.submit_proof(id, proof)
-                        })
-                        .await;
-                    match sent {
-                        Ok(_) => {
-                            proved_in = Some(period);
-                            self.inner.metrics.market.proofs_submitted.inc();
-                            self.set_sale(id, SaleState::Proving, |s| s.proofs += 1).await;
-                        }
-                        Err(Exit::Chain(e)) if e.is(M::Proofs_ProofAlreadySubmitted {}) => {
-                            proved_in = Some(period)
-                        }
-                        Err(Exit::Chain(e))
-                            if e.is(M::Proofs_InvalidProof {})
-                                || e.is(M::Marketplace_SlotNotAcceptingProofs {})
-                                || e.is_transient() => {}
-                        Err(Exit::Chain(e)) => {
-                            tracing::warn!(slot = %id, error = %e, "submitting a proof failed; trying again next block")
-                        }
-                        // The data here does not prove: fetch (or rebuild) it again.
-                        Err(Exit::To(_, reason)) => {
-                            tracing::warn!(slot = %id, reason = ?reason, "cannot prove the slot; fetching its data again");
-                            manifest = self.restore_slot(&request, sale.slot_index, manifest_cid).await?;
-                        }
+                checked_in = Some(period);
+            } else if !due {
+                // Whether a period's proof is required can change within it (when the
+                // challenge's pointer wraps): look again each block until it is.
+                due = persist(pause, "isProofRequired", || market.is_proof_required(id)).await?
+                    || persist(pause, "willProofBeRequired", || market.will_proof_be_required(id)).await?;
+            }
+            if due && proved_in != Some(period) {
+                let sent = self
+                    .with_fresh_proof(&request, sale.slot_index, &manifest_cid, &manifest, |proof| {
+                        market.submit_proof(id, proof)
+                    })
+                    .await;
+                match sent {
+                    Ok(_) => {
+                        proved_in = Some(period);
+                        self.inner.metrics.market.proofs_submitted.inc();
+                        self.set_sale(id, SaleState::Proving, |s| s.proofs += 1).await;
+                    }
+                    Err(Exit::Chain(e)) if e.is(M::Proofs_ProofAlreadySubmitted {}) => {
+                        proved_in = Some(period)
+                    }
+                    // The period turned while the proof was on its way, or the request ended
+                    // (the next period's reads say so): nothing to do now.
+                    Err(Exit::Chain(e)) if e.is(M::Marketplace_SlotNotAcceptingProofs {}) => {
+                        checked_in = None;
+                    }
+                    Err(Exit::Chain(e)) if e.is(M::Proofs_InvalidProof {}) || e.is_transient() => {}
+                    Err(Exit::Chain(e)) => {
+                        tracing::warn!(slot = %id, error = %e, "submitting a proof failed; trying again next block")
+                    }
+                    // The data here does not prove: fetch (or rebuild) it again.
+                    Err(Exit::To(_, reason)) => {
+                        tracing::warn!(slot = %id, reason = ?reason, "cannot prove the slot; fetching its data again");
+                        manifest = self.restore_slot(&request, sale.slot_index, manifest_cid).await?;
                     }
                 }
             }

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use alloy_primitives::B256;
 
 use super::{Market, persist};
+use crate::chain::contracts::Marketplace as M;
 use crate::chain::contracts::Marketplace::MarketplaceEvents;
 use crate::chain::events::{EventFollower, market_event};
 use crate::chain::market::{SlotId, SlotState, slot_id};
@@ -50,7 +51,23 @@ impl ValidatorConfig {
     }
 }
 
+/// A missed proof this validator marked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub slot: SlotId,
+    pub period: u64,
+    /// The slot's host when it was marked.
+    pub host: alloy_primitives::Address,
+    /// The block the mark landed in.
+    pub block: u64,
+}
+
 impl Market {
+    /// The missed proofs this validator marked since it started, in order.
+    pub fn validator_marks(&self) -> Vec<Mark> {
+        self.inner.marks.lock().expect("marks").clone()
+    }
+
     pub(super) fn spawn_validator(&self, config: ValidatorConfig) {
         let market = self.clone();
         tokio::spawn(async move {
@@ -93,31 +110,64 @@ impl Market {
         let mut events = EventFollower::new(market.chain().clone(), market.address(), head.number + 1, 0);
         let mut marked: BTreeSet<(SlotId, u64)> = BTreeSet::new();
         let mut now = head;
+        // Slots are looked at once a period, when it has ended; a proof that cannot be marked
+        // yet because the pointer is in its downtime (whether a proof counts as required
+        // depends on the block), or whose mark failed on the way, is tried again each block
+        // until the period can no longer be marked.
+        let mut looked_at: Option<u64> = None;
+        let mut retry: BTreeSet<SlotId> = BTreeSet::new();
         loop {
             let ended = market.period_of(now.timestamp).saturating_sub(1);
+            let first_look = looked_at != Some(ended);
+            let candidates: Vec<SlotId> = if first_look {
+                looked_at = Some(ended);
+                slots.iter().copied().collect()
+            } else {
+                std::mem::take(&mut retry).into_iter().collect()
+            };
             let mut gone = Vec::new();
-            for &id in &slots {
-                if persist(pause, "slotState", || market.slot_state(id)).await? != SlotState::Filled {
+            for id in candidates {
+                if first_look
+                    && persist(pause, "slotState", || market.slot_state(id)).await? != SlotState::Filled
+                {
                     gone.push(id);
                     continue;
                 }
-                if marked.contains(&(id, ended)) || market.can_mark_proof_as_missing(id, ended).await.is_err()
-                {
+                if marked.contains(&(id, ended)) {
                     continue;
                 }
+                match market.can_mark_proof_as_missing(id, ended).await {
+                    Ok(()) => {}
+                    // Not required at this block's pointer, or the newest block still ends the
+                    // period (the mark would land in the next): try again next block.
+                    Err(e)
+                        if e.is(M::Proofs_ProofNotRequired {})
+                            || e.is(M::Proofs_PeriodNotEnded {})
+                            || e.is_transient() =>
+                    {
+                        retry.insert(id);
+                        continue;
+                    }
+                    Err(_) => continue, // proven, marked already, timed out, or no longer filled
+                }
+                let host = persist(pause, "getHost", || market.host(id)).await?;
                 match market.mark_proof_as_missing(id, ended).await {
                     Ok(receipt) => {
                         marked.insert((id, ended));
+                        let mark = Mark { slot: id, period: ended, host, block: receipt.block };
+                        self.inner.marks.lock().expect("marks").push(mark);
                         self.inner.metrics.market.proofs_marked_missing.inc();
                         tracing::info!(
-                            slot = %id, period = ended, block = receipt.block, tx = %receipt.tx_hash, "marked a missed proof"
+                            slot = %id, period = ended, %host, block = receipt.block, tx = %receipt.tx_hash, "marked a missed proof"
                         );
                     }
                     // Proven, marked by another validator, or too late meanwhile.
                     Err(ChainError::Revert(revert)) => {
                         tracing::debug!(slot = %id, period = ended, %revert, "proof not marked missing")
                     }
-                    Err(e) if e.is_transient() => {}
+                    Err(e) if e.is_transient() => {
+                        retry.insert(id);
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -14,6 +14,13 @@ pub(super) fn resolve_target(world: &World, rng: &mut ChaCha8Rng, target: &Targe
     match target {
         Target::Index(i) => vec![*i as usize],
         Target::Named(name) if name == "random" => pick(rng, &world.faultable()).into_iter().collect(),
+        Target::Named(name) if name == "hosts-of-first-request" => {
+            let hosts = world.market.get().map(|m| m.hosts_of_first_request(world)).unwrap_or_default();
+            if !hosts.is_empty() {
+                world.probe("market-host-departed");
+            }
+            hosts
+        }
         Target::Named(_) => {
             if world.truths.lock().expect("truths").is_empty() {
                 Vec::new()
@@ -42,6 +49,12 @@ pub(super) async fn execute(
             let live = world.candidates(nodes, on);
             if let Some(index) = pick(rng, &live) {
                 world.spawn_on(index, upload(world.clone(), index, seed, size, protect));
+            }
+        }
+        Action::Request { size, seed, nodes, on } => {
+            let live = world.candidates(nodes, on);
+            if let (Some(index), Some(market)) = (pick(rng, &live), world.market.get().cloned()) {
+                world.spawn_on(index, market.request(world.clone(), index, seed, size));
             }
         }
         Action::Download { nodes, on } => {

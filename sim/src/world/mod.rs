@@ -10,6 +10,7 @@
 mod chain;
 mod faults;
 mod invariants;
+mod market;
 mod outcome;
 mod run;
 mod workload;
@@ -110,6 +111,8 @@ pub(super) struct World {
     integrity_violations: Mutex<Vec<String>>,
     /// When the last partition healed, if one did.
     healed_at: Mutex<Option<tokio::time::Instant>>,
+    /// The marketplace the nodes run, when the scenario has one.
+    market: std::sync::OnceLock<Arc<market::MarketRun>>,
 }
 
 #[derive(Default)]
@@ -307,6 +310,9 @@ impl World {
         let id = self.madsim_nodes.lock().expect("nodes")[index];
         madsim::runtime::Handle::current().kill(id);
         self.trace.record(format_args!("stop {index} crash={crash} permanent={permanent}"));
+        if let Some(market) = self.market.get() {
+            market.node_down(index);
+        }
         self.count(|c| {
             if permanent {
                 c.departures += 1
@@ -344,9 +350,10 @@ impl World {
             .collect()
     }
 
-    /// Live nodes faults may strike: not the clients.
+    /// Live nodes faults may strike: not the clients, nor the market's validators.
     fn faultable(&self) -> Vec<usize> {
-        self.live_nodes().into_iter().filter(|i| !self.clients.contains(i)).collect()
+        let validator = |i: usize| self.market.get().is_some_and(|m| m.is_validator(i));
+        self.live_nodes().into_iter().filter(|&i| !self.clients.contains(&i) && !validator(i)).collect()
     }
 
     fn restart(&self, index: usize) {
@@ -357,6 +364,9 @@ impl World {
         let id = self.madsim_nodes.lock().expect("nodes")[index];
         madsim::runtime::Handle::current().restart(id);
         self.trace.record(format_args!("restart {index}"));
+        if let Some(market) = self.market.get() {
+            market.node_up(index);
+        }
         self.probe("node-restarted");
         self.count(|c| c.restarts += 1);
     }
@@ -369,14 +379,22 @@ pub(super) async fn node_main(world: Arc<World>, index: usize) {
     let store: SharedStore = Arc::new(KvStore::new(SimDiskEngine(disk), world.quota, Compute::Inline));
     let network = world.fabric.attach(index).await;
     let discovery = world.dht.view(index);
+    let compute =
+        Compute::Modeled { hash_bytes_per_sec: world.hash_rate, prove_constraints_per_sec: world.prove_rate };
+    let market = world.market.get().cloned();
+    let (market_ports, market_config) = match &market {
+        Some(run) => {
+            let (ports, config) =
+                run.ports(index, store.clone(), compute, world.clients.contains(&index)).await;
+            (Some(ports), config)
+        }
+        None => (None, neverust::market::MarketConfig::default()),
+    };
     let config = NodeConfig {
         block_size_bytes: world.block_size,
         engine: EngineConfig::default(),
         readvertise_interval: world.republish,
-        compute: Compute::Modeled {
-            hash_bytes_per_sec: world.hash_rate,
-            prove_constraints_per_sec: world.prove_rate,
-        },
+        compute,
         bootstrap: if index == 0 {
             Vec::new()
         } else {
@@ -384,17 +402,28 @@ pub(super) async fn node_main(world: Arc<World>, index: usize) {
         },
         // madsim's generator: drawn from the run's seed.
         seed: madsim::rand::random(),
-        durability: world.repair,
-        market: neverust::market::MarketConfig::default(),
+        durability: neverust::durability::DurabilityConfig {
+            cluster_checks: market.is_none() && world.repair.cluster_checks,
+            ..world.repair
+        },
+        market: market_config,
     };
-    let ports =
-        Ports { store, network: network.clone(), discovery, metrics: Arc::new(Metrics::new()), market: None };
+    let ports = Ports {
+        store,
+        network: network.clone(),
+        discovery,
+        metrics: Arc::new(Metrics::new()),
+        market: market_ports,
+    };
     match Node::start(ports, config).await {
         Ok((node, recovery)) => {
             if recovery.uploads_rolled_back > 0 {
                 world.probe("crash-rolled-back-an-upload");
             }
-            *world.services[index].lock().expect("services") = Some(node);
+            *world.services[index].lock().expect("services") = Some(node.clone());
+            if let Some(run) = &market {
+                run.offer(&world, index, &node).await;
+            }
         }
         Err(e) => {
             world.trace.record(format_args!("start-failed {index} {e}"));

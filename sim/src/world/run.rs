@@ -8,6 +8,7 @@ use super::*;
 pub(super) enum Action {
     Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role, protect: Option<[u32; 2]> },
     Download { nodes: Option<[u64; 2]>, on: Role },
+    Request { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
     Arrive,
     Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64>, spare_last_copy: bool },
     Crash { node: Target, restart_after: Option<Duration> },
@@ -134,6 +135,12 @@ pub(super) fn schedule(
                     protect: w.protect,
                 },
                 WorkloadKind::Download => Action::Download { nodes: w.nodes, on: w.on },
+                WorkloadKind::Request => Action::Request {
+                    size: w.size.expect("validated").draw(rng),
+                    seed: rng.random(),
+                    nodes: w.nodes,
+                    on: w.on,
+                },
             };
             plan.push((at, action));
         }
@@ -286,10 +293,8 @@ pub(super) async fn simulate(
         counters: Mutex::new(Counters::default()),
         integrity_violations: Mutex::new(Vec::new()),
         healed_at: Mutex::new(None),
+        market: std::sync::OnceLock::new(),
     });
-    for _ in 0..initial {
-        world.launch();
-    }
     {
         let w = world.clone();
         let every = disk_faults.flush_interval.0;
@@ -303,12 +308,29 @@ pub(super) async fn simulate(
         });
     }
 
+    let node_accounts: Vec<alloy_primitives::Address> = (0..n).map(super::market::account).collect();
     let chain = match (&scenario.chain, chain_backend) {
         (Some(model), Some((backend, name))) => {
-            Some(super::chain::start(model, backend, name, &mut rng, trace.clone()))
+            Some(super::chain::start(model, backend, name, &mut rng, trace.clone(), &node_accounts))
         }
         _ => None,
     };
+    if let (Some(model), Some(chain)) = (scenario.chain.as_ref().and_then(|c| c.market.clone()), &chain) {
+        let block_time = scenario.chain.as_ref().expect("a chain").block_time.0;
+        let run = super::market::MarketRun::start(
+            model,
+            chain.net.clone(),
+            chain.deployer(),
+            block_time,
+            n,
+            rng.random(),
+        );
+        let _ = world.market.set(run);
+    }
+    // Nodes start once the market (if any) is set up: their program reads it.
+    for _ in 0..initial {
+        world.launch();
+    }
 
     let start = tokio::time::Instant::now();
     let plan = schedule(&scenario, &mut rng, &arrivals);
@@ -346,7 +368,7 @@ pub(super) async fn simulate(
         world.probe("retransmission");
     }
     let chain_summary = chain.as_ref().map(|c| c.summary());
-    let verdict_payments = chain.as_ref().map(|c| c.check_payments());
+    let verdict_payments = chain.as_ref().and_then(|c| c.check_payments());
     if let Some(summary) = &chain_summary {
         for (probe, fired) in [
             ("proof-missed-and-slashed", summary.slashes > 0),
@@ -358,6 +380,7 @@ pub(super) async fn simulate(
             }
         }
     }
+    let market_verdicts = world.market.get().map(|m| m.check(&world)).unwrap_or_default();
     let mut invariants = vec![
         check_integrity(&world),
         check_durability(&world),
@@ -366,6 +389,7 @@ pub(super) async fn simulate(
         check_sometimes(&world, &scenario.invariants.sometimes),
     ];
     invariants.extend(verdict_payments);
+    invariants.extend(market_verdicts);
     for v in &invariants {
         trace.record(format_args!("invariant {} {}", v.name, v.passed));
     }

@@ -269,11 +269,17 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
         {
             let at = runtime.block_on(block_timestamp(&miner_chain, log.block));
             let repair = !filled_once.insert(e.slotIndex);
-            let host = if repair {
-                host_accounts[repairer]
+            let sid = slot_id(request_id, e.slotIndex);
+            let host = runtime.block_on(host_at(&miner_chain, deployment.marketplace, sid, log.block));
+            assert!(host_accounts.contains(&host), "slot {} filled by {host}", e.slotIndex);
+            if repair {
+                assert_eq!(host, host_accounts[repairer], "the repair's host");
             } else {
-                host_accounts[*slot_of_host.iter().find(|(_, s)| **s == e.slotIndex).unwrap().0]
-            };
+                assert_eq!(
+                    e.slotIndex,
+                    slot_of_host[&host_accounts.iter().position(|h| *h == host).unwrap()]
+                );
+            }
             events.push((log.block, Happened::Fill { slot: e.slotIndex, host, at, repair }));
         }
     }
@@ -298,6 +304,15 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
         began.elapsed().as_secs_f64(),
         slashes
     );
+}
+
+/// The slot's host as of block `number` (the host a fill in that block made).
+async fn host_at(chain: &RpcChain, marketplace: Address, slot: B256, number: u64) -> Address {
+    use alloy_sol_types::SolCall;
+    let call = neverust::chain::contracts::Marketplace::getHostCall { slotId: slot };
+    let tx = json!({ "to": marketplace, "data": alloy::primitives::Bytes::from(call.abi_encode()) });
+    let out: alloy::primitives::Bytes = chain.raw("eth_call", (tx, format!("{number:#x}"))).await.unwrap();
+    neverust::chain::contracts::Marketplace::getHostCall::abi_decode_returns(&out).unwrap()
 }
 
 async fn block_timestamp(chain: &RpcChain, number: u64) -> u64 {

@@ -183,3 +183,22 @@ pub async fn wait_until(chain: &dyn Chain, timestamp: u64) -> Result<BlockHead, 
     }
     Ok(head)
 }
+
+/// Runs `step` until it succeeds or the chain refuses it: while the endpoint fails (down, or
+/// not answering), waits `pause` and tries again, as a node does.
+pub async fn persist<T, F, Fut>(pause: std::time::Duration, what: &str, mut step: F) -> Result<T, ChainError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ChainError>>,
+{
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_transient() => {
+                tracing::debug!(what, %error, "the chain endpoint failed; trying again");
+                tokio::time::sleep(pause).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

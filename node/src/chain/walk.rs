@@ -322,23 +322,13 @@ enum HostRole {
 /// How long an actor waits before trying again when its endpoint fails.
 const PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs `step` until it succeeds or the chain refuses it: while the endpoint fails (down,
-/// or not answering), waits and tries again, as a node would.
-async fn persist<T, F, Fut>(what: &str, mut step: F) -> Result<T, WalkError>
+/// [`super::persist`], with the step named in the error.
+async fn persist<T, F, Fut>(what: &str, step: F) -> Result<T, WalkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ChainError>>,
 {
-    loop {
-        match step().await {
-            Ok(value) => return Ok(value),
-            Err(error) if error.is_transient() => {
-                tracing::debug!(what, %error, "the chain endpoint failed; trying again");
-                tokio::time::sleep(PAUSE).await;
-            }
-            Err(error) => return Err(at(what)(error)),
-        }
-    }
+    super::persist(PAUSE, what, step).await.map_err(at(what))
 }
 
 const ENDED: [RequestState; 3] = [RequestState::Finished, RequestState::Failed, RequestState::Cancelled];

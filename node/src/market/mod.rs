@@ -44,8 +44,8 @@ use self::purchasing::Purchase;
 use self::queue::{SLOT_QUEUE_MAX, SlotQueue};
 use self::sales::Sale;
 use self::validation::ValidatorConfig;
-use crate::chain::ChainError;
 use crate::chain::market::{Marketplace, RequestId, SlotId};
+use crate::chain::{ChainError, persist};
 use crate::dataset::{Datasets, Fetcher};
 use crate::durability::Durability;
 use crate::metrics::Metrics;
@@ -415,23 +415,4 @@ pub enum MarketError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Chain(#[from] ChainError),
-}
-
-/// Runs `step` until it succeeds or the chain refuses it: while the endpoint fails (down, or
-/// not answering), waits `pause` and tries again.
-async fn persist<T, F, Fut>(pause: Duration, what: &str, mut step: F) -> Result<T, ChainError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ChainError>>,
-{
-    loop {
-        match step().await {
-            Ok(value) => return Ok(value),
-            Err(error) if error.is_transient() => {
-                tracing::debug!(what, %error, "the chain endpoint failed; trying again");
-                tokio::time::sleep(pause).await;
-            }
-            Err(error) => return Err(error),
-        }
-    }
 }

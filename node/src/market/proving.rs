@@ -62,6 +62,13 @@ impl Checked {
     }
 }
 
+/// 32 fresh bytes to blind a proof with.
+fn randomness(rng: &Mutex<NodeRng>) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(rng.lock().expect("prover rng").rng(), &mut bytes);
+    bytes
+}
+
 /// Proofs of the storage-proof circuit.
 pub struct CircuitProver {
     proofs: SlotProofs,
@@ -89,12 +96,7 @@ impl SlotProver for CircuitProver {
         challenge: B256,
     ) -> Result<Groth16Proof, ProvingError> {
         let provable = self.checked.get(self.proofs.inputs(), manifest_cid, manifest, slot).await?;
-        let randomness = {
-            let mut bytes = [0u8; 32];
-            rand::RngCore::fill_bytes(self.rng.lock().expect("prover rng").rng(), &mut bytes);
-            bytes
-        };
-        let (_, proof) = self.proofs.prove(&provable, &challenge.0, randomness).await?;
+        let (_, proof) = self.proofs.prove(&provable, &challenge.0, randomness(&self.rng)).await?;
         Ok(proof_to_chain(&proof))
     }
 
@@ -207,11 +209,7 @@ impl SlotProver for CircomSlotProver {
         let input = self.inputs.input(&provable, &challenge.0).await?;
         let value: serde_json::Value =
             serde_json::from_str(&input.to_json()).map_err(|e| ProverError::Synthesis(e.to_string()))?;
-        let randomness = {
-            let mut bytes = [0u8; 32];
-            rand::RngCore::fill_bytes(self.rng.lock().expect("prover rng").rng(), &mut bytes);
-            bytes
-        };
+        let randomness = randomness(&self.rng);
         let prover = self.prover.clone();
         let constraints = prover.constraints() as u64;
         let (_, proof) = self

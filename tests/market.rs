@@ -169,6 +169,26 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
         json!({"duration": 600, "pricePerBytePerSecond": "1", "proofProbability": "1", "collateralPerByte": "1", "expiry": 600}),
     );
     assert_eq!(status, 422, "expiry not before the end: {body}");
+    let terms = |price: &str| json!({"duration": 600, "pricePerBytePerSecond": price, "proofProbability": "1", "collateralPerByte": "1", "expiry": 300, "nodes": 4, "tolerance": 1});
+    let unknown = "zDvZRwzm5S5sm5LRrGokpxYcRXVU4Pt9FTmktKFzpDUFkTzxMnTB";
+    let (status, body) = post(&client, &format!("/storage/request/{unknown}"), terms("1"));
+    assert_eq!(status, 404, "an unknown CID: {body}");
+    let (status, body) =
+        post(&client, &format!("/storage/request/{cid}"), terms("1000000000000000000000000"));
+    assert_eq!(status, 422, "more than the client's tokens: {body}");
+    assert!(body.contains("costs") && body.contains("has"), "{body}");
+    let (status, body) = post(
+        &client,
+        "/sales/availability",
+        json!({"maximumDuration": 60, "minimumPricePerBytePerSecond": "1", "maximumCollateralPerByte": "1"}),
+    );
+    assert_eq!(status, 422, "a node without a proving circuit cannot sell: {body}");
+    let response = reqwest::blocking::Client::new()
+        .post(client.v1("/sales/availability"))
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
 
     let markets: Vec<Marketplace> = runtime.block_on(async {
         let mut out = Vec::new();
@@ -232,8 +252,12 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
             h.json(&format!("/sales/slots/{lost_id}")).get("state").is_some_and(|s| s == "SaleProving")
         })
     });
+    // The host proving the lost slot now (others may have tried and lost the race).
     let repairer = (0..3)
-        .find(|&i| hosts[i].as_ref().unwrap().json(&format!("/sales/slots/{lost_id}"))["repair"] == true)
+        .find(|&i| {
+            let sale = hosts[i].as_ref().unwrap().json(&format!("/sales/slots/{lost_id}"));
+            sale["repair"] == true && sale["state"] == "SaleProving"
+        })
         .unwrap();
     assert_eq!(client.download(&cid), data);
 

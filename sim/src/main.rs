@@ -257,7 +257,9 @@ mod cli {
                 let mut runs = 0;
                 for file in scenario_files(&dir)? {
                     let scenario = load(&file)?;
-                    if chain == ChainBackendKind::Anvil && scenario.chain.is_none() {
+                    if chain == ChainBackendKind::Anvil
+                        && !scenario.chain.as_ref().is_some_and(|c| c.suite_on_anvil)
+                    {
                         continue;
                     }
                     for seed in parse_seeds(&scenario.suite_seeds)? {

@@ -69,6 +69,11 @@ pub struct ChainModel {
     /// The marketplace run by the nodes themselves: hosts, validators, requests.
     #[serde(default)]
     pub market: Option<MarketModel>,
+    /// Whether `cargo sim suite --chain anvil` compares this scenario on Anvil (a scenario of
+    /// hundreds of nodes makes more JSON-RPC requests than CI has time for; `cargo sim run
+    /// --chain anvil` still runs it).
+    #[serde(default = "default_true")]
+    pub suite_on_anvil: bool,
 }
 
 /// The marketplace in the nodes (`neverust::market`): every storage node sells (an

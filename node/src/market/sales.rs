@@ -582,14 +582,15 @@ impl Market {
             let _ = self.inner.durability.drop_slot(manifest_cid, sale.slot_index as u32).await;
         }
         // Bytes back to the availability (reserved again in the store if they went to data).
-        let mut more = Vec::new();
         let reserve = if sale.released { sale.taken as i64 } else { 0 };
         let availability =
             sale.availability.and_then(|a| self.availabilities().into_iter().find(|x| x.id == a));
-        if let Some(mut availability) = availability.clone() {
-            availability.free_size = (availability.free_size + sale.taken).min(availability.total_size);
-            more.push(put(AVAILABILITY, &availability.id.to_be_bytes(), &availability));
+        let mut given_back = availability.clone();
+        if let Some(a) = &mut given_back {
+            a.free_size = (a.free_size + sale.taken).min(a.total_size);
         }
+        let more: Vec<RecordWrite> =
+            given_back.iter().map(|a| put(AVAILABILITY, &a.id.to_be_bytes(), a)).collect();
         tracing::info!(
             request = %sale.request_id, slot = sale.slot_index, from = sale.state.name(), to = state.name(), error = ?error, "sale ended"
         );
@@ -601,25 +602,22 @@ impl Market {
         let saved = match self.save_sale(&sale, more, reserve).await {
             Err(crate::store::StoreError::QuotaExceeded { .. }) => {
                 // Uploads took the space meanwhile: the availability shrinks by what it lent.
-                let mut more = Vec::new();
-                if let Some(mut availability) = availability {
-                    availability.total_size -= taken.min(availability.total_size - availability.free_size);
-                    more.push(put(AVAILABILITY, &availability.id.to_be_bytes(), &availability));
-                }
+                given_back = availability.map(|mut a| {
+                    a.total_size -= taken.min(a.total_size - a.free_size);
+                    a
+                });
+                let more = given_back.iter().map(|a| put(AVAILABILITY, &a.id.to_be_bytes(), a)).collect();
                 self.save_sale(&sale, more, 0).await
             }
             other => other,
         };
-        if let Err(e) = saved {
-            tracing::warn!(slot = %id, error = %e, "could not record the end of a sale");
-        }
-        // The availability as stored is the truth: reload it.
-        if let Some(a) = sale.availability
-            && let Ok(records) = self.store().records(super::record_key(AVAILABILITY, &a.to_be_bytes())).await
-            && let Some((_, value)) = records.into_iter().next()
-            && let Ok(availability) = serde_json::from_slice(&value)
-        {
-            self.inner.state.lock().expect("market state").availabilities.insert(a, availability);
+        match saved {
+            Ok(()) => {
+                if let Some(a) = given_back {
+                    self.inner.state.lock().expect("market state").availabilities.insert(a.id, a);
+                }
+            }
+            Err(e) => tracing::warn!(slot = %id, error = %e, "could not record the end of a sale"),
         }
         self.inner.queued.notify_waiters();
     }

@@ -41,19 +41,6 @@ fn slots(node: &Node, manifest: &str) -> Vec<u64> {
         .collect()
 }
 
-fn stream_from_network(node: &Node, cid: &str) -> Vec<u8> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-    let response = client.get(node.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.bytes().unwrap().to_vec()
-}
-
-fn delete(node: &Node, cid: &str) {
-    let response = reqwest::blocking::Client::new().delete(node.v1(&format!("/data/{cid}"))).send().unwrap();
-    let status = response.status();
-    assert_eq!(status, 204, "deleting {cid}: {}", response.text().unwrap());
-}
-
 #[test]
 fn slots_survive_two_dead_hosts_and_are_repaired_onto_spares() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,8 +68,8 @@ fn slots_survive_two_dead_hosts_and_are_repaired_onto_spares() {
     assert_eq!(placed, (0..5).collect(), "five distinct slots on five hosts");
 
     // The uploader keeps nothing: from now on the slots are the only copies.
-    delete(&uploader, &protected);
-    delete(&uploader, &original);
+    uploader.delete(&protected);
+    uploader.delete(&original);
 
     // Two spares join, knowing every node of the cluster.
     let everyone: Vec<String> =
@@ -100,11 +87,11 @@ fn slots_survive_two_dead_hosts_and_are_repaired_onto_spares() {
     hosts[parity_host].take().unwrap().kill9();
 
     // The download still returns identical bytes: slot 0's blocks are rebuilt from columns.
-    assert_eq!(stream_from_network(&uploader, &protected), data);
+    assert_eq!(uploader.stream_from_network(&protected), data);
     assert!(uploader.metric("blocks_recovered_total") > 0, "slot 0 was rebuilt, not fetched");
     // The fetched copy is committed just after the last byte is streamed: wait for it, drop it.
     wait_within(20, || uploader.lists(&protected), "the downloaded copy to be listed");
-    delete(&uploader, &protected);
+    uploader.delete(&protected);
 
     // Repair: the lost slots are rebuilt from the three live ones, onto the two spares.
     wait_within(
@@ -122,6 +109,6 @@ fn slots_survive_two_dead_hosts_and_are_repaired_onto_spares() {
 
     // The rebuilt slots serve real data: a fresh download needs no rebuilding.
     let recovered_before = uploader.metric("blocks_recovered_total");
-    assert_eq!(stream_from_network(&uploader, &protected), data);
+    assert_eq!(uploader.stream_from_network(&protected), data);
     assert_eq!(uploader.metric("blocks_recovered_total"), recovered_before);
 }

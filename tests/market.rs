@@ -1,11 +1,12 @@
 //! The marketplace end to end on a real Anvil, every actor its own `neverust` process on
 //! loopback: a client requests storage for a file (K = 3, M = 1); four hosts with
 //! availabilities fill the four slots with real Groth16 proofs of the storage-proof circuit
-//! and prove period after period; one host is SIGKILLed; the validator marks its missed proofs
-//! until the slot is freed; another host repairs the slot; the request finishes; the hosts
-//! collect payouts and collateral, the client what is left; every token balance is checked to
-//! the unit against the marketplace's rules (`chain::walk::rule_deltas`, a model independent
-//! of the contract's arithmetic); the file downloads byte-identical throughout.
+//! and prove period after period; the client drops its own copy; one host is SIGKILLed; the
+//! validator marks its missed proofs until the slot is freed; another host repairs the slot,
+//! rebuilding it from the three others; the request finishes; the hosts collect payouts and
+//! collateral, the client what is left; every token balance is checked to the unit against the
+//! marketplace's rules (`chain::walk::rule_deltas`, a model independent of the contract's
+//! arithmetic); the file downloads byte-identical from the hosts throughout.
 //!
 //! The chain runs six times faster than the clock (a block every 500 ms, 3 s apart), with
 //! 60-second proof periods; proofs sample one cell (a development key made for the test).
@@ -241,6 +242,23 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
         hosts.iter().flatten().all(|h| h.metric("market_proofs_submitted_total") >= 2)
     });
 
+    // The client keeps nothing: from now on the hosts' slots are the only copies, so a repair
+    // must rebuild the lost slot from the others. Downloads go through the validator, which
+    // drops each copy it fetched.
+    let protected = client.json(&format!("/storage/purchases/{id}"))["request"]["content"]["cid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client.delete(&protected);
+    client.delete(&cid);
+    let download = || {
+        let bytes = validator.stream_from_network(&protected);
+        wait(Duration::from_secs(20), "the downloaded copy listed", || validator.lists(&protected));
+        validator.delete(&protected);
+        bytes
+    };
+    assert!(download() == data, "the hosts serve the file");
+
     // A host dies: its proofs are marked missing until the slot is freed, and another host
     // repairs it.
     let victim = 3;
@@ -259,7 +277,9 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
             sale["repair"] == true && sale["state"] == "SaleProving"
         })
         .unwrap();
-    assert_eq!(client.download(&cid), data);
+    let repairer_node = hosts[repairer].as_ref().unwrap();
+    assert!(repairer_node.metric("blocks_recovered_total") > 0, "the lost slot was rebuilt, not fetched");
+    assert!(download() == data, "the file after the repair");
 
     wait(Duration::from_secs(600), "the request to finish", || {
         client.json(&format!("/storage/purchases/{id}"))["state"] == "finished"
@@ -271,7 +291,6 @@ fn a_storage_request_is_filled_proven_repaired_and_paid_on_anvil() {
         runtime.block_on(market.request_state(request_id)).is_ok()
             && std::fs::read_to_string(dir.path().join("client.log")).unwrap().contains("withdrew")
     });
-    assert_eq!(client.download(&cid), data);
 
     // The balances, to the unit, against the rules.
     let config = market.config().clone();

@@ -123,6 +123,22 @@ impl Node {
         response.bytes().unwrap().to_vec()
     }
 
+    /// The dataset's bytes fetched from other nodes (rebuilding what none of them serves); the
+    /// copy is stored here once the stream ends.
+    pub fn stream_from_network(&self, cid: &str) -> Vec<u8> {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        let response = client.get(self.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.bytes().unwrap().to_vec()
+    }
+
+    pub fn delete(&self, cid: &str) {
+        let response =
+            reqwest::blocking::Client::new().delete(self.v1(&format!("/data/{cid}"))).send().unwrap();
+        let status = response.status();
+        assert_eq!(status, 204, "deleting {cid}: {}", response.text().unwrap());
+    }
+
     pub fn lists(&self, cid: &str) -> bool {
         self.json("/data")["content"].as_array().unwrap().iter().any(|d| d["cid"] == cid)
     }

@@ -180,8 +180,9 @@ impl Fetcher {
         Ok(Block::new(Bytes::from(data)))
     }
 
-    /// Leaves `indices` of `tree` from `providers`, as far as they serve them (each verified
-    /// against the tree root by the exchange).
+    /// Leaves `indices` of `tree`: those held here (a host repairing a slot holds another slot
+    /// of the same dataset), the others from `providers` as far as they serve them (each
+    /// verified against the tree root by the exchange).
     pub async fn fetch_leaves(
         &self,
         tree: Cid,
@@ -189,13 +190,28 @@ impl Fetcher {
         providers: &[PeerId],
     ) -> BTreeMap<u64, Bytes> {
         let mut found = BTreeMap::new();
-        if indices.is_empty() || providers.is_empty() {
+        let store = self.datasets.store();
+        let mut wanted = Vec::new();
+        for &index in indices {
+            // Read back verified against the block's CID; a damaged block counts as missing.
+            let local = match store.get_leaf(tree, index).await {
+                Ok(Some(leaf)) => store.get_block(leaf.block_cid).await.ok().flatten(),
+                _ => None,
+            };
+            match local {
+                Some(data) => {
+                    found.insert(index, data);
+                }
+                None => wanted.push(index),
+            }
+        }
+        if wanted.is_empty() || providers.is_empty() {
             return found;
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let addresses = indices.iter().map(|&index| BlockAddress::Leaf { tree, index }).collect();
+        let addresses = wanted.iter().map(|&index| BlockAddress::Leaf { tree, index }).collect();
         self.exchange.want(addresses, providers.to_vec(), tx).await;
-        for _ in indices {
+        for _ in &wanted {
             match rx.recv().await {
                 Some(Fetched::Block { address: BlockAddress::Leaf { index, .. }, data, .. }) => {
                     found.insert(index, data);

@@ -633,6 +633,7 @@ impl Durability {
         let data = coder
             .rebuild(layout, index, |i| fetched.get(&i).map(|b| b.to_vec()))
             .map_err(|e| HoldError::Unavailable { index, reason: e.to_string() })?;
+        self.inner.metrics.blocks_recovered.inc();
         Ok(Bytes::from(data))
     }
 

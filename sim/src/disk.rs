@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use neverust::content::Cid;
 use neverust::store::{KvEngine, KvRead, KvWrite, StoreError, Table};
 use rand::Rng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
@@ -150,6 +151,25 @@ impl SimDisk {
         state.damaged.insert(key.to_vec());
         state.stats.bit_rot += 1;
         true
+    }
+
+    /// Flips one bit in each of a `share` of the stored blocks (at least one when `share` is
+    /// above zero), picked at random; returns how many.
+    pub fn rot_share(&self, share: f64) -> usize {
+        let keys: Vec<Vec<u8>> = {
+            let mut state = self.lock();
+            let mut keys: Vec<Vec<u8>> = state
+                .map
+                .range((Table::Blocks, Vec::new())..)
+                .take_while(|((t, _), v)| *t == Table::Blocks && !v.is_empty())
+                .map(|((_, k), _)| k.clone())
+                .collect();
+            let count = ((keys.len() as f64 * share).ceil() as usize).min(keys.len());
+            keys.shuffle(&mut state.rng);
+            keys.truncate(count);
+            keys
+        };
+        keys.iter().filter(|key| self.rot_block(key)).count()
     }
 
     /// Makes a random stored block unreadable.

@@ -115,6 +115,11 @@ pub struct MarketModel {
     /// must say so).
     #[serde(default)]
     pub lazy_hosts: u64,
+    /// Once its request has started, the client deletes its own copies (the upload and the
+    /// erasure-coded dataset): the hosts' slots are then the only copies, and repairs and
+    /// restores must rebuild from them.
+    #[serde(default)]
+    pub drop_copy: bool,
 }
 
 fn default_validators() -> u64 {
@@ -572,6 +577,13 @@ pub struct Crash {
     pub node: Target,
     #[serde(default)]
     pub restart_after: Option<Span>,
+    /// Share of the node's stored blocks that rot (a flipped bit each) while it is down: at
+    /// least one when above zero.
+    #[serde(default)]
+    pub damage: f64,
+    /// Time between crashes when `node` names several.
+    #[serde(default)]
+    pub every: Span,
 }
 
 /// Nodes leaving for good, disks and all.
@@ -812,7 +824,7 @@ pub enum ScenarioError {
 }
 
 /// The sometimes-probes a scenario may require.
-pub const PROBES: [&str; 24] = [
+pub const PROBES: [&str; 25] = [
     "download-completed",
     "download-while-a-holder-was-down",
     "download-after-partition-healed",
@@ -833,6 +845,7 @@ pub const PROBES: [&str; 24] = [
     "host-slashed",
     "slot-freed",
     "slot-repaired-by-market",
+    "slot-restored",
     "request-finished",
     "request-failed",
     "payout-withdrawn",
@@ -906,6 +919,9 @@ impl Scenario {
         ];
         for p in &self.faults.partition {
             shares.push(("faults.partition.split", min_of(p.split), max_of(p.split)));
+        }
+        for c in &self.faults.crash {
+            shares.push(("faults.crash.damage", c.damage, c.damage));
         }
         for (key, low, high) in shares {
             if !(0.0..=1.0).contains(&low) || !(0.0..=1.0).contains(&high) {

@@ -291,6 +291,12 @@ impl Market {
         self.inner.state.lock().expect("market state").sales.get(&id).cloned()
     }
 
+    /// Sold slots whose data was fetched or rebuilt again since this node started, because it
+    /// was damaged or gone.
+    pub fn slots_restored(&self) -> u64 {
+        self.inner.metrics.market.slots_restored.get()
+    }
+
     fn refresh_gauges(&self) {
         let state = self.inner.state.lock().expect("market state");
         let metrics = &self.inner.metrics;

@@ -89,13 +89,23 @@ pub(super) async fn execute(
                 }
             }
         }
-        Action::Crash { node, restart_after } => {
-            for index in resolve_target(world, rng, &node) {
-                world.stop(index, true, restart_after.is_none());
-                if let Some(after) = restart_after {
-                    restart_later(world, index, after);
+        Action::Crash { node, restart_after, damage, every } => {
+            let targets = resolve_target(world, rng, &node);
+            if every.is_zero() {
+                for index in targets {
+                    crash(world, index, restart_after, damage);
                 }
+                return;
             }
+            let w = world.clone();
+            tokio::spawn(async move {
+                for (i, index) in targets.into_iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(every).await;
+                    }
+                    crash(&w, index, restart_after, damage);
+                }
+            });
         }
         Action::Depart { node, every } => {
             let targets = resolve_target(world, rng, &node);
@@ -186,6 +196,18 @@ pub(super) fn damage(
         blocks[rng.random_range(0..blocks.len())].clone()
     };
     hit(&world.disk(index), Some(&key));
+}
+
+/// Crashes node `index`; a `damage` share of its stored blocks rot while it is down.
+fn crash(world: &Arc<World>, index: usize, restart_after: Option<Duration>, damage: f64) {
+    world.stop(index, true, restart_after.is_none());
+    if damage > 0.0 {
+        let rotten = world.disk(index).rot_share(damage);
+        world.trace.record(format_args!("damage {index} {rotten}"));
+    }
+    if let Some(after) = restart_after {
+        restart_later(world, index, after);
+    }
 }
 
 pub(super) fn restart_later(world: &Arc<World>, index: usize, after: Duration) {

@@ -17,9 +17,9 @@ use neverust::chain::market::{Groth16Proof, Marketplace, RequestId, slot_id};
 use neverust::content::{Cid, Manifest};
 use neverust::market::availability::NewAvailability;
 use neverust::market::proving::{ModeledProver, SlotProver};
-use neverust::market::purchasing::StorageParams;
+use neverust::market::purchasing::{PurchaseState, StorageParams};
 use neverust::market::validation::ValidatorConfig;
-use neverust::market::{MarketConfig, MarketPorts};
+use neverust::market::{Market, MarketConfig, MarketPorts};
 use neverust::proofs::circuit::Params;
 use neverust::proofs::proving::{ProvingError, SlotInputs};
 use neverust::proofs::stand_in::StandInProver;
@@ -247,6 +247,9 @@ impl MarketRun {
                 world.trace.record(format_args!("storage-requested {index} {id}"));
                 world.probe("storage-requested");
                 self.requests.lock().expect("requests").push((id, index));
+                if self.model.drop_copy {
+                    drop_copy_once_started(&world, index, &market, id, dataset.cid).await;
+                }
             }
             Err(e) => world.trace.record(format_args!("request-refused {index} {e}")),
         }
@@ -365,6 +368,12 @@ impl MarketRun {
                 (!self.was_down(host, from, to)).then(|| format!("node {host} in period {}", mark.period))
             })
             .collect();
+        for index in 0..nodes {
+            let restored = world.node(index).and_then(|n| n.market).map_or(0, |m| m.slots_restored());
+            for _ in 0..restored {
+                world.probe("slot-restored");
+            }
+        }
         if !marks.is_empty() {
             world.probe("proof-missed");
             world.probe("host-slashed");
@@ -464,8 +473,11 @@ impl MarketRun {
                     let request_end = self
                         .read(deployment.marketplace, M::requestEndCall { requestId: freed.requestId })
                         .unwrap_or(0);
-                    let waited = head.number - block;
-                    if waited > blocks_per_bound && head.timestamp < request_end {
+                    // Blocks from the freeing to now, or to the request's end if it ended.
+                    let after_end =
+                        head.timestamp.saturating_sub(request_end) / self.block_time.as_secs().max(1);
+                    let waited = (head.number - block).saturating_sub(after_end);
+                    if waited > blocks_per_bound {
                         problems.push(format!(
                             "slot {} of request {} not refilled {waited} blocks after it was freed (bound {blocks_per_bound})",
                             freed.slotIndex, freed.requestId
@@ -495,6 +507,28 @@ impl MarketRun {
         });
         verdicts
     }
+}
+
+/// Waits for request `id` to start, then deletes the client's copies of its dataset: the
+/// upload `original` and the erasure-coded dataset the request stores.
+async fn drop_copy_once_started(world: &World, index: usize, market: &Market, id: RequestId, original: Cid) {
+    loop {
+        let Some(purchase) = market.purchase(id) else { return };
+        match purchase.state {
+            PurchaseState::Started => break,
+            PurchaseState::Pending | PurchaseState::Submitted | PurchaseState::Unknown => {
+                tokio::time::sleep(Duration::from_secs(10)).await
+            }
+            _ => return,
+        }
+    }
+    let Some(node) = world.node(index) else { return };
+    let request = market.purchase(id).expect("a purchase seen").request();
+    if let Ok(protected) = Cid::try_from(request.content.cid.as_ref()) {
+        let _ = node.datasets.delete(protected).await;
+    }
+    let _ = node.datasets.delete(original).await;
+    world.trace.record(format_args!("copy-dropped {index} {id}"));
 }
 
 /// A planted bug (`lazy-hosts`): proves the fill, then never again, though the data is here.

@@ -11,7 +11,7 @@ pub(super) enum Action {
     Request { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
     Arrive,
     Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64>, spare_last_copy: bool },
-    Crash { node: Target, restart_after: Option<Duration> },
+    Crash { node: Target, restart_after: Option<Duration>, damage: f64, every: Duration },
     Depart { node: Target, every: Duration },
     Partition { split: f64, one_way: bool },
     Heal,
@@ -166,7 +166,12 @@ pub(super) fn schedule(
     for c in faults.crash.iter().filter(|c| faults_in_time(c.at.0)) {
         plan.push((
             c.at.0,
-            Action::Crash { node: c.node.clone(), restart_after: c.restart_after.map(|s| s.0) },
+            Action::Crash {
+                node: c.node.clone(),
+                restart_after: c.restart_after.map(|s| s.0),
+                damage: c.damage,
+                every: c.every.0,
+            },
         ));
     }
     for d in faults.depart.iter().filter(|d| faults_in_time(d.at.0)) {

@@ -3,10 +3,12 @@
 //!
 //! `cargo bench -p neverust-benches --bench proofs` (`NEVERUST_PROOF_SAMPLES=5,20` to leave
 //! out the 100-sample circuit, whose setup alone takes minutes). Each size's constraint
-//! count, setup time and proving-key size are printed before its timings.
+//! count, setup time and proving-key size are printed before its timings, and then one
+//! period's work of a host selling ten slots, each challenged (input build and proof for each):
+//! its wall time and the CPU time the process spent on it, all threads together.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use neverust::merkle::poseidon2::{self, CELL_SIZE_BYTES, F, SlotTree};
@@ -19,6 +21,20 @@ const BLOCK: usize = 64 << 10;
 /// A 1 MiB slot: 16 blocks, 512 cells (Archivist's fixture has this shape).
 const SLOT_BLOCKS: usize = 16;
 const SLOTS: u64 = 11;
+/// The slots a host sells, for the per-period figure.
+const HOST_SLOTS: u64 = 10;
+
+/// CPU time this process has spent so far, user and system, all threads.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
 
 fn sample_counts() -> Vec<usize> {
     std::env::var("NEVERUST_PROOF_SAMPLES")
@@ -29,12 +45,20 @@ fn sample_counts() -> Vec<usize> {
 }
 
 fn proofs(c: &mut Criterion) {
-    let data = random_bytes(SLOT_BLOCKS * BLOCK, 11);
-    let blocks: BTreeMap<u64, &[u8]> = data.chunks(BLOCK).enumerate().map(|(i, b)| (i as u64, b)).collect();
-    let tree = SlotTree::build(blocks.values().copied(), BLOCK, CELL_SIZE_BYTES);
+    // Ten slots of 1 MiB (a host's), and an eleventh slot's root.
+    let data: Vec<Vec<u8>> =
+        (0..HOST_SLOTS).map(|slot| random_bytes(SLOT_BLOCKS * BLOCK, 11 + slot)).collect();
+    let slot_blocks: Vec<BTreeMap<u64, &[u8]>> =
+        data.iter().map(|d| d.chunks(BLOCK).enumerate().map(|(i, b)| (i as u64, b)).collect()).collect();
+    let trees: Vec<SlotTree> =
+        slot_blocks.iter().map(|b| SlotTree::build(b.values().copied(), BLOCK, CELL_SIZE_BYTES)).collect();
     let slot_roots: Vec<F> = (0..SLOTS)
-        .map(|slot| if slot == 3 { tree.root() } else { poseidon2::hash_bytes(&slot.to_le_bytes()) })
+        .map(|slot| match trees.get(slot as usize) {
+            Some(tree) => tree.root(),
+            None => poseidon2::hash_bytes(&slot.to_le_bytes()),
+        })
         .collect();
+    let (tree, blocks) = (&trees[3], &slot_blocks[3]);
     let entropy = F::from(1_234_567u64);
 
     let mut group = c.benchmark_group("proofs");
@@ -51,10 +75,27 @@ fn proofs(c: &mut Criterion) {
             prover.to_bytes().len() as f64 / (1 << 20) as f64
         );
 
+        // One period of a host with ten slots, each challenged (proof probability 1).
+        let (wall, cpu) = (Instant::now(), cpu_time());
+        for slot in 0..HOST_SLOTS as usize {
+            let needed: BTreeMap<u64, &[u8]> = sampled_blocks(&params, &entropy, &trees[slot])
+                .into_iter()
+                .map(|b| (b, slot_blocks[slot][&b]))
+                .collect();
+            let input =
+                build_input(&params, entropy, &slot_roots, slot as u64, &trees[slot], &needed).unwrap();
+            prover.prove(&input, [7; 32]).unwrap();
+        }
+        println!(
+            "a host's period with {HOST_SLOTS} slots challenged, {samples} samples: {:.1?} wall, {:.1?} CPU",
+            wall.elapsed(),
+            cpu_time() - cpu
+        );
+
         let build = || {
             let needed: BTreeMap<u64, &[u8]> =
-                sampled_blocks(&params, &entropy, &tree).into_iter().map(|b| (b, blocks[&b])).collect();
-            build_input(&params, entropy, &slot_roots, 3, &tree, &needed).unwrap()
+                sampled_blocks(&params, &entropy, tree).into_iter().map(|b| (b, blocks[&b])).collect();
+            build_input(&params, entropy, &slot_roots, 3, tree, &needed).unwrap()
         };
         group.bench_function(BenchmarkId::new("input_build", samples), |b| b.iter(build));
         let input = build();

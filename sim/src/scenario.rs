@@ -604,8 +604,23 @@ pub enum Target {
     /// A node index.
     Index(u64),
     /// `"random"`; `"holders-of-first-upload"`: every node holding the first dataset;
-    /// `"hosts-of-first-request"`: every node selling a slot of the first storage request.
+    /// `"hosts-of-first-request"`: every node selling a slot of the first storage request;
+    /// `"holder-of:N"`: one live node holding the `N`-th upload (whole or a slot of it);
+    /// `"repair-host-of:N"`: one live node holding a slot of the `N`-th upload it was not
+    /// first placed on (a slot repaired onto it). Each picked when the fault strikes.
     Named(String),
+}
+
+impl Target {
+    /// The upload a `holder-of:N` or `repair-host-of:N` target names, and whether it asks for
+    /// a repair host.
+    pub fn upload_holder(&self) -> Option<(usize, bool)> {
+        let Target::Named(name) = self else { return None };
+        if let Some(n) = name.strip_prefix("holder-of:") {
+            return n.parse().ok().map(|n| (n, false));
+        }
+        name.strip_prefix("repair-host-of:").and_then(|n| n.parse().ok()).map(|n| (n, true))
+    }
 }
 
 /// Traffic between two groups blocked (in one direction only if `one-way`).
@@ -700,6 +715,14 @@ pub struct Invariants {
     /// The invariant this scenario is built to break (the run passes when exactly it fails).
     #[serde(default)]
     pub expect_failure: Option<String>,
+    /// The longest a slot of a protected dataset may stay missing (no live node holding it
+    /// intact); unbounded when absent.
+    #[serde(default)]
+    pub repair_bound: Option<Span>,
+    /// The most needless repairs allowed (slots copied while every slot of their dataset was
+    /// held by a live node); unbounded when absent.
+    #[serde(default)]
+    pub needless_repairs_max: Option<u64>,
 }
 
 fn default_liveness_bound() -> Span {
@@ -853,8 +876,17 @@ pub const PROBES: [&str; 25] = [
 ];
 
 /// The invariants a run checks.
-pub const INVARIANTS: [&str; 8] =
-    ["integrity", "durability", "redundancy", "liveness", "sometimes", "payments", "slashing", "requests"];
+pub const INVARIANTS: [&str; 9] = [
+    "integrity",
+    "durability",
+    "redundancy",
+    "repair",
+    "liveness",
+    "sometimes",
+    "payments",
+    "slashing",
+    "requests",
+];
 
 impl Scenario {
     /// Parses and validates a scenario file's text; errors name the file, the key and the line.
@@ -989,10 +1021,11 @@ impl Scenario {
                 }
                 Target::Named(name)
                     if !["random", "holders-of-first-upload", "hosts-of-first-request"]
-                        .contains(&name.as_str()) =>
+                        .contains(&name.as_str())
+                        && target.upload_holder().is_none() =>
                 {
                     return Err(format!(
-                        "{key}: {name:?} is neither an index, \"random\", \"holders-of-first-upload\" nor \"hosts-of-first-request\""
+                        "{key}: {name:?} is neither an index, \"random\", \"holders-of-first-upload\", \"hosts-of-first-request\", \"holder-of:N\" nor \"repair-host-of:N\""
                     ));
                 }
                 _ => {}
@@ -1057,6 +1090,19 @@ mod tests {
         assert!(Scenario::parse("t.toml", &upload).unwrap_err().to_string().contains("workload[0].size"));
         let crash = format!("{MINIMAL}[[faults.crash]]\nat = \"1s\"\nnode = 9\n");
         assert!(Scenario::parse("t.toml", &crash).unwrap_err().to_string().contains("faults.crash.node"));
+        let depart = |node: &str| format!("{MINIMAL}[[faults.depart]]\nat = \"1s\"\nnode = \"{node}\"\n");
+        let parsed = Scenario::parse("t.toml", &depart("repair-host-of:2")).unwrap();
+        assert_eq!(parsed.faults.depart[0].node.upload_holder(), Some((2, true)));
+        let parsed = Scenario::parse("t.toml", &depart("holder-of:0")).unwrap();
+        assert_eq!(parsed.faults.depart[0].node.upload_holder(), Some((0, false)));
+        assert!(
+            Scenario::parse("t.toml", &depart("holder-of:first"))
+                .unwrap_err()
+                .to_string()
+                .contains("holder-of:N")
+        );
+        let damage = format!("{MINIMAL}[[faults.crash]]\nat = \"1s\"\nnode = 1\ndamage = 1.5\n");
+        assert!(Scenario::parse("t.toml", &damage).unwrap_err().to_string().contains("faults.crash.damage"));
         let span = "name = \"t\"\nduration = \"10 parsecs\"\n[nodes]\ncount = 3\n";
         assert!(Scenario::parse("t.toml", span).unwrap_err().to_string().contains("unknown unit"));
     }

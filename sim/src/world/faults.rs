@@ -21,6 +21,25 @@ pub(super) fn resolve_target(world: &World, rng: &mut ChaCha8Rng, target: &Targe
             }
             hosts
         }
+        Target::Named(_) if target.upload_holder().is_some() => {
+            let (d, repaired) = target.upload_holder().expect("checked");
+            if d >= world.truths.lock().expect("truths").len() {
+                return Vec::new();
+            }
+            let placed = world.truths.lock().expect("truths")[d]
+                .slots
+                .as_ref()
+                .map(|s| s.placed_on.iter().flatten().copied().collect::<BTreeSet<usize>>())
+                .unwrap_or_default();
+            let live = world.live_nodes();
+            let candidates: Vec<usize> = world
+                .holders(d)
+                .into_iter()
+                .filter(|i| live.contains(i) && !world.clients.contains(i))
+                .filter(|i| !repaired || !placed.contains(i))
+                .collect();
+            pick(rng, &candidates).into_iter().collect()
+        }
         Target::Named(_) => {
             if world.truths.lock().expect("truths").is_empty() {
                 Vec::new()
@@ -155,6 +174,7 @@ pub(super) async fn execute(
             });
         }
         Action::Sample => {
+            world.watch_slots(start.elapsed());
             let datasets = world.truths.lock().expect("truths").len();
             let available = (0..datasets).filter(|&d| world.available(d)).count();
             if (0..datasets).any(|d| world.slot_moved(d)) {

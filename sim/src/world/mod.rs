@@ -13,6 +13,7 @@ mod invariants;
 mod market;
 mod outcome;
 mod run;
+mod slots;
 mod workload;
 
 use faults::*;
@@ -20,6 +21,7 @@ use invariants::*;
 pub use outcome::{Outcome, Sample, Verdict};
 use run::*;
 pub use run::{ChainBackendKind, run, run_isolated};
+use slots::*;
 use workload::*;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,6 +115,8 @@ pub(super) struct World {
     healed_at: Mutex<Option<tokio::time::Instant>>,
     /// The marketplace the nodes run, when the scenario has one.
     market: std::sync::OnceLock<Arc<market::MarketRun>>,
+    /// Protected datasets' slots through the run.
+    slot_watch: Mutex<SlotWatch>,
 }
 
 #[derive(Default)]

@@ -296,6 +296,7 @@ pub(super) async fn simulate(
         truths: Mutex::new(Vec::new()),
         probes: Mutex::new(BTreeMap::new()),
         counters: Mutex::new(Counters::default()),
+        slot_watch: Mutex::new(SlotWatch::default()),
         integrity_violations: Mutex::new(Vec::new()),
         healed_at: Mutex::new(None),
         market: std::sync::OnceLock::new(),
@@ -390,6 +391,12 @@ pub(super) async fn simulate(
         check_integrity(&world),
         check_durability(&world),
         check_redundancy(&world),
+        check_repair(
+            &world,
+            virtual_time,
+            scenario.invariants.repair_bound.map(|s| s.0),
+            scenario.invariants.needless_repairs_max,
+        ),
         verdict_liveness.expect("checked"),
         check_sometimes(&world, &scenario.invariants.sometimes),
     ];

@@ -73,7 +73,8 @@ impl Node {
     /// say, here or when a new dataset is stored), it tries again after
     /// [`ADVERTISE_RETRY_MIN`], doubling. A third task dials the bootstrap nodes whenever
     /// the node has no peer (checked every [`RECONNECT_INTERVAL`]), so a node cut off by an
-    /// outage finds its way back.
+    /// outage finds its way back, and announces every stored dataset and held slot again as
+    /// soon as it is connected once more.
     pub async fn start(ports: Ports, config: NodeConfig) -> Result<(Node, Recovery), StoreError> {
         let Ports { store, network, discovery, metrics, market } = ports;
         let recovery = store.recover().await?;
@@ -104,21 +105,29 @@ impl Node {
             ),
             None => None,
         };
-        if !config.bootstrap.is_empty() {
-            let bootstrap = config.bootstrap.clone();
-            tokio::spawn(async move {
-                loop {
-                    if network.connected_peers().is_empty() {
-                        for record in &bootstrap {
-                            if let Err(e) = network.dial(&record.peer, &record.addrs).await {
-                                tracing::debug!(peer = %record.peer, error = %e, "bootstrap node unreachable");
-                            }
+        let (watcher, bootstrap) = (fetcher.clone(), config.bootstrap.clone());
+        tokio::spawn(async move {
+            let mut cut_off = false;
+            loop {
+                if network.connected_peers().is_empty() {
+                    cut_off = true;
+                    for record in &bootstrap {
+                        if let Err(e) = network.dial(&record.peer, &record.addrs).await {
+                            tracing::debug!(peer = %record.peer, error = %e, "bootstrap node unreachable");
                         }
                     }
-                    tokio::time::sleep(RECONNECT_INTERVAL).await;
                 }
-            });
-        }
+                if cut_off && !network.connected_peers().is_empty() {
+                    // Provider records may have lapsed while cut off: renew them at once, so
+                    // the other holders of our datasets find us before they count us gone.
+                    cut_off = false;
+                    if let Err(e) = watcher.advertise_all().await {
+                        tracing::warn!(error = %e, "listing datasets to advertise failed");
+                    }
+                }
+                tokio::time::sleep(RECONNECT_INTERVAL).await;
+            }
+        });
         let advertiser = fetcher.clone();
         tokio::spawn(async move {
             let interval = config.readvertise_interval;

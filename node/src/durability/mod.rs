@@ -16,7 +16,13 @@
 //!   challenges a round, one repairer). A slot without a holder that proves it is *missing*.
 //! - **Repair.** A slot the leader has seen missing for longer than
 //!   [`DurabilityConfig::repair_after`] (lazy: a host that restarts quickly costs nothing), or
-//!   never placed, is handed to a connected peer that holds nothing of the dataset.
+//!   never placed, is handed to a connected peer that holds nothing of the dataset. The repair
+//!   is under way while that peer says it is taking the slot (and at most
+//!   [`DurabilityConfig::hold_timeout`]); it is forgotten when it succeeds or this node stops
+//!   leading the dataset, so a later loss of the slot is repaired in turn.
+//! - **Outages.** A node without any connection sees every other holder gone: it counts
+//!   nothing missing then, and starts counting from zero once connected again (by when it has
+//!   announced itself again, see [`crate::node::Node::start`]).
 //!
 //! Messages travel in the extension field of block-exchange messages ([`wire`]).
 
@@ -124,8 +130,13 @@ struct State {
     pending: BTreeMap<u64, (PeerId, oneshot::Sender<SlotMessage>)>,
     /// Slots seen missing, and since when; unplaced slots count as missing forever.
     missing_since: BTreeMap<(Cid, u32), Instant>,
-    /// Slots handed to a new host, and when that attempt expires.
+    /// Slots of datasets protected here not yet seen held by anyone.
+    unplaced: BTreeSet<(Cid, u32)>,
+    /// Slots handed to a new host, and when.
     repairing: BTreeMap<(Cid, u32), (PeerId, Instant)>,
+    /// Whether the last round of checks found this node without any connection: missing
+    /// time is not counted then, and starts again from zero on reconnect.
+    cut_off: bool,
     /// Slot trees of the slots held here (built on first need).
     slot_trees: BTreeMap<(Cid, u32), Arc<SlotTree>>,
     /// Slots this node is taking right now.
@@ -148,7 +159,9 @@ impl Durability {
             next_request: 1,
             pending: BTreeMap::new(),
             missing_since: BTreeMap::new(),
+            unplaced: BTreeSet::new(),
             repairing: BTreeMap::new(),
+            cut_off: false,
             slot_trees: BTreeMap::new(),
             taking: BTreeSet::new(),
         };
@@ -197,6 +210,7 @@ impl Durability {
         let mut state = self.inner.state.lock().expect("durability state");
         for slot in 0..verification.slot_roots.len() as u32 {
             state.missing_since.entry((dataset.cid, slot)).or_insert(long_ago);
+            state.unplaced.insert((dataset.cid, slot));
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -639,6 +653,28 @@ impl Durability {
 
     /// One round of checks over every protected dataset held here, whole or as a slot.
     async fn check_all(&self) {
+        // Cut off (an outage, or a network not joined yet), every other holder looks gone:
+        // count nothing, and start counting again from zero once connected, by when the
+        // node's announcements have been renewed (see `Node::start`).
+        let connected = !self.inner.network.connected_peers().is_empty();
+        {
+            let mut state = self.inner.state.lock().expect("durability state");
+            if !connected {
+                state.cut_off = true;
+                return;
+            }
+            if std::mem::take(&mut state.cut_off) {
+                let now = Instant::now();
+                let State { missing_since, unplaced, repairing, .. } = &mut *state;
+                for (key, since) in missing_since.iter_mut() {
+                    if !unplaced.contains(key) {
+                        *since = now;
+                    }
+                }
+                repairing.clear();
+                tracing::info!("reconnected: slots missing are counted again from now");
+            }
+        }
         let store = self.inner.datasets.store();
         let mut watched: BTreeMap<Cid, Manifest> = BTreeMap::new();
         for dataset in self.inner.datasets.list().await.unwrap_or_default() {
@@ -670,7 +706,26 @@ impl Durability {
         // Every holder must be heard of: ask for more providers than there are slots.
         let wanted = layout.params.slots() as usize * 2 + 16;
         let providers = self.inner.fetcher.providers_up_to(manifest_cid, wanted).await;
-        for peer in providers.iter().cloned() {
+        // Hosts asked to repair a slot of this dataset are asked too: they may not be
+        // announced yet, and what they say tells whether their repair is still under way.
+        let mut asked = providers.clone();
+        let in_flight: Vec<PeerId> = {
+            let state = self.inner.state.lock().expect("durability state");
+            state
+                .repairing
+                .iter()
+                .filter(|((cid, _), _)| *cid == manifest_cid)
+                .map(|(_, (h, _))| h.clone())
+                .collect()
+        };
+        for host in in_flight {
+            if !asked.contains(&host) {
+                asked.push(host);
+            }
+        }
+        // Slots each peer said it holds or is taking.
+        let mut reported: BTreeMap<PeerId, BTreeSet<u32>> = BTreeMap::new();
+        for peer in asked {
             if peer == me {
                 continue;
             }
@@ -678,13 +733,16 @@ impl Durability {
             if let Some(SlotMessage::HoldingsAre { slots, pending, whole, .. }) =
                 self.ask(&peer, make, self.inner.config.request_timeout).await
             {
+                let said = reported.entry(peer.clone()).or_default();
                 for slot in slots.into_iter().filter(|&s| s < layout.params.slots()) {
                     holders.entry(slot).or_default().push(peer.clone());
                     any_slot.insert(peer.clone());
+                    said.insert(slot);
                 }
                 for slot in pending {
                     being_taken.insert(slot);
                     any_slot.insert(peer.clone());
+                    said.insert(slot);
                 }
                 if whole {
                     any_slot.insert(peer.clone());
@@ -696,8 +754,10 @@ impl Durability {
         let mut checkers: BTreeSet<PeerId> = any_slot.clone();
         checkers.insert(me.clone());
         if checkers.first() != Some(&me) {
+            // Not the leader (any more): nothing of this dataset is counted or repaired here.
             let mut state = self.inner.state.lock().expect("durability state");
             state.missing_since.retain(|(cid, _), _| *cid != manifest_cid);
+            state.repairing.retain(|(cid, _), _| *cid != manifest_cid);
             return;
         }
         let mut live = 0u32;
@@ -729,9 +789,21 @@ impl Durability {
                 if !missing.contains(&slot) {
                     state.missing_since.remove(&(manifest_cid, slot));
                     state.repairing.remove(&(manifest_cid, slot));
+                    state.unplaced.remove(&(manifest_cid, slot));
                 }
             }
-            state.repairing.retain(|_, (_, expires)| *expires > now);
+            // A repair stays in flight only while its host says it is taking (or holds) the
+            // slot (or the question may not have reached it yet), and never past the hold
+            // timeout: one that stalled, or whose host left or restarted, frees the slot for
+            // another attempt at once.
+            let config = &self.inner.config;
+            state.repairing.retain(|(cid, slot), (host, asked)| {
+                let age = now.duration_since(*asked);
+                *cid != manifest_cid
+                    || age < config.request_timeout
+                    || (age < config.hold_timeout
+                        && reported.get(host).is_some_and(|said| said.contains(slot)))
+            });
             missing
                 .iter()
                 .copied()
@@ -800,7 +872,7 @@ impl Durability {
                 .lock()
                 .expect("durability state")
                 .repairing
-                .insert((manifest_cid, slot), (host.clone(), now + self.inner.config.hold_timeout));
+                .insert((manifest_cid, slot), (host.clone(), now));
             let sources: Vec<PeerId> = any_slot.iter().filter(|p| **p != host).cloned().collect();
             self.inner.metrics.repairs_started.inc();
             tracing::info!(manifest = %cid_to_string(&manifest_cid), slot, host = %host, "asking a peer to hold a missing slot");
@@ -814,15 +886,27 @@ impl Durability {
                         metrics.repairs_completed.inc();
                         let mut state = service.inner.state.lock().expect("durability state");
                         state.missing_since.remove(&(manifest_cid, slot));
+                        state.unplaced.remove(&(manifest_cid, slot));
+                        service.forget_repair(&mut state, manifest_cid, slot, &host);
                     }
                     other => {
                         metrics.repairs_failed.inc();
                         tracing::warn!(slot, host = %host, answer = ?other, "a peer did not take a slot");
                         let mut state = service.inner.state.lock().expect("durability state");
-                        state.repairing.remove(&(manifest_cid, slot));
+                        service.forget_repair(&mut state, manifest_cid, slot, &host);
                     }
                 }
             });
+        }
+    }
+}
+
+impl Durability {
+    /// Drops the record of a repair of `slot` handed to `host`, unless a later attempt (to
+    /// another host) has replaced it.
+    fn forget_repair(&self, state: &mut State, manifest_cid: Cid, slot: u32, host: &PeerId) {
+        if state.repairing.get(&(manifest_cid, slot)).is_some_and(|(h, _)| h == host) {
+            state.repairing.remove(&(manifest_cid, slot));
         }
     }
 }

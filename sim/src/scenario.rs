@@ -303,6 +303,20 @@ pub struct Repair {
     /// How long a slot may be missing before it is rebuilt elsewhere.
     #[serde(default = "default_repair_after")]
     pub after: Span,
+    /// How long a question to a peer is waited for.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Span,
+    /// How long a host is given to fetch (or rebuild) and store a slot.
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout: Span,
+}
+
+fn default_request_timeout() -> Span {
+    Span(neverust::durability::DurabilityConfig::default().request_timeout)
+}
+
+fn default_hold_timeout() -> Span {
+    Span(neverust::durability::DurabilityConfig::default().hold_timeout)
 }
 
 fn default_check_interval() -> Span {
@@ -809,19 +823,36 @@ impl<'de> Deserialize<'de> for Span {
 
 impl std::str::FromStr for Span {
     type Err = String;
+    /// A number and a unit (`30s`, `1.5h`), or several summed (`2m30s`, `1h 15m`); a bare
+    /// number is seconds.
     fn from_str(text: &str) -> Result<Span, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s"))?;
-        let seconds = match unit.trim() {
-            "ms" => value / 1000.0,
-            "s" | "" => value,
-            "m" | "min" => value * 60.0,
-            "h" => value * 3600.0,
-            "d" => value * 86400.0,
-            other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
-        };
+        let mut rest = text;
+        let mut seconds = 0.0;
+        while !rest.is_empty() {
+            let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let (number, after) = rest.split_at(split);
+            let value: f64 =
+                number.parse().map_err(|_| format!("{text:?} is not a duration like 30s or 2m30s"))?;
+            let after = after.trim_start();
+            let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
+            let (unit, tail) = after.split_at(unit_len);
+            seconds += value
+                * match unit {
+                    "ms" => 0.001,
+                    "s" => 1.0,
+                    "" if number == text => 1.0,
+                    "m" | "min" => 60.0,
+                    "h" => 3600.0,
+                    "d" => 86400.0,
+                    "" => return Err(format!("{text:?}: {number} has no unit (ms, s, m, h, d)")),
+                    other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+                };
+            rest = tail.trim_start();
+        }
+        if text.is_empty() {
+            return Err("an empty duration".into());
+        }
         Ok(Span(Duration::from_secs_f64(seconds)))
     }
 }
@@ -1105,6 +1136,15 @@ mod tests {
         assert!(Scenario::parse("t.toml", &damage).unwrap_err().to_string().contains("faults.crash.damage"));
         let span = "name = \"t\"\nduration = \"10 parsecs\"\n[nodes]\ncount = 3\n";
         assert!(Scenario::parse("t.toml", span).unwrap_err().to_string().contains("unknown unit"));
+        assert_eq!("2m30s".parse::<Span>().unwrap().0, Duration::from_secs(150));
+        assert_eq!("1h 15m".parse::<Span>().unwrap().0, Duration::from_secs(4500));
+        assert_eq!("90".parse::<Span>().unwrap().0, Duration::from_secs(90));
+        assert_eq!("1.5s".parse::<Span>().unwrap().0, Duration::from_millis(1500));
+        assert!(
+            "2m30".parse::<Span>().is_err()
+                && "".parse::<Span>().is_err()
+                && "5 parsecs".parse::<Span>().is_err()
+        );
     }
 
     #[test]

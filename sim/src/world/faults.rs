@@ -108,7 +108,7 @@ pub(super) async fn execute(
                 }
             }
         }
-        Action::Crash { node, restart_after, damage, every } => {
+        Action::Crash { node, restart_after, damage, every, until } => {
             let targets = resolve_target(world, rng, &node);
             if every.is_zero() {
                 for index in targets {
@@ -122,15 +122,21 @@ pub(super) async fn execute(
                     if i > 0 {
                         tokio::time::sleep(every).await;
                     }
+                    if start.elapsed() >= until {
+                        break; // the fault phase is over
+                    }
                     crash(&w, index, restart_after, damage);
                 }
             });
         }
-        Action::Depart { node, every } => {
+        Action::Depart { node, every, until } => {
             let targets = resolve_target(world, rng, &node);
             let w = world.clone();
             tokio::spawn(async move {
                 for index in targets {
+                    if start.elapsed() >= until {
+                        break; // the fault phase is over
+                    }
                     w.stop(index, true, true);
                     tokio::time::sleep(every).await;
                 }

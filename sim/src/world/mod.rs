@@ -297,8 +297,17 @@ impl World {
 
     /// Stops node `index`: a crash loses a lying disk's write cache; a clean stop flushes it.
     fn stop(&self, index: usize, crash: bool, permanent: bool) {
-        if self.life(index) != Life::Up {
-            return;
+        match self.life(index) {
+            Life::Up => {}
+            // A node that is down leaves for good where it is: its restart timer is void.
+            Life::Down if permanent => {
+                self.life.lock().expect("life")[index] = Life::Departed;
+                self.epochs.lock().expect("epochs")[index] += 1;
+                self.trace.record(format_args!("depart-while-down {index}"));
+                self.count(|c| c.departures += 1);
+                return;
+            }
+            Life::Absent | Life::Down | Life::Departed => return,
         }
         let disk = self.disk(index);
         if crash {

@@ -6,18 +6,59 @@ use super::*;
 /// A timed action of the fault phase.
 #[derive(Clone, Debug)]
 pub(super) enum Action {
-    Upload { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role, protect: Option<[u32; 2]> },
-    Download { nodes: Option<[u64; 2]>, on: Role },
-    Request { size: u64, seed: u64, nodes: Option<[u64; 2]>, on: Role },
+    Upload {
+        size: u64,
+        seed: u64,
+        nodes: Option<[u64; 2]>,
+        on: Role,
+        protect: Option<[u32; 2]>,
+    },
+    Download {
+        nodes: Option<[u64; 2]>,
+        on: Role,
+    },
+    Request {
+        size: u64,
+        seed: u64,
+        nodes: Option<[u64; 2]>,
+        on: Role,
+    },
     Arrive,
-    Churn { crash: bool, permanent: bool, downtime: Duration, spare: Vec<u64>, spare_last_copy: bool },
-    Crash { node: Target, restart_after: Option<Duration>, damage: f64, every: Duration },
-    Depart { node: Target, every: Duration },
-    Partition { split: f64, one_way: bool },
+    Churn {
+        crash: bool,
+        permanent: bool,
+        downtime: Duration,
+        spare: Vec<u64>,
+        spare_last_copy: bool,
+    },
+    Crash {
+        node: Target,
+        restart_after: Option<Duration>,
+        damage: f64,
+        every: Duration,
+        until: Duration,
+    },
+    /// `until`: the end of the fault phase (departures spaced by `every` stop there).
+    Depart {
+        node: Target,
+        every: Duration,
+        until: Duration,
+    },
+    Partition {
+        split: f64,
+        one_way: bool,
+    },
     Heal,
-    Clog { count: u64, until: Duration },
-    BitRot { spare_last_copy: bool },
-    LatentError { spare_last_copy: bool },
+    Clog {
+        count: u64,
+        until: Duration,
+    },
+    BitRot {
+        spare_last_copy: bool,
+    },
+    LatentError {
+        spare_last_copy: bool,
+    },
     Sample,
 }
 
@@ -171,11 +212,12 @@ pub(super) fn schedule(
                 restart_after: c.restart_after.map(|s| s.0),
                 damage: c.damage,
                 every: c.every.0,
+                until: duration,
             },
         ));
     }
     for d in faults.depart.iter().filter(|d| faults_in_time(d.at.0)) {
-        plan.push((d.at.0, Action::Depart { node: d.node.clone(), every: d.every.0 }));
+        plan.push((d.at.0, Action::Depart { node: d.node.clone(), every: d.every.0, until: duration }));
     }
     for p in faults.partition.iter().filter(|p| faults_in_time(p.at.0)) {
         let split = p.split.draw(rng);
@@ -289,6 +331,8 @@ pub(super) async fn simulate(
         repair: neverust::durability::DurabilityConfig {
             check_interval: scenario.repair.check_interval.0,
             repair_after: scenario.repair.after.0,
+            request_timeout: scenario.repair.request_timeout.0,
+            hold_timeout: scenario.repair.hold_timeout.0,
             ..neverust::durability::DurabilityConfig::default()
         },
         hash_rate: scenario.nodes.hash_rate.0,
@@ -446,5 +490,22 @@ pub(super) async fn simulate(
         expected_failure: scenario.invariants.expect_failure.clone(),
         timeline,
         chain: chain_summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A departure scheduled for a node that is down takes it for good: its earlier restart
+    /// timer does nothing, nor does the healing phase bring it back.
+    #[test]
+    fn a_node_that_is_down_departs_for_good() {
+        let text = "name = \"t\"\nduration = \"20m\"\nhealing = \"1m\"\n[nodes]\ncount = 4\n\
+                    [[faults.crash]]\nat = \"1m\"\nnode = 2\nrestart-after = \"10m\"\n\
+                    [[faults.depart]]\nat = \"2m\"\nnode = 2\n";
+        let scenario = Scenario::parse("t.toml", text).unwrap();
+        let outcome = run(&scenario, 1, ChainBackendKind::Revm).unwrap();
+        assert_eq!((outcome.crashes, outcome.departures, outcome.restarts), (1, 1, 0));
     }
 }

@@ -242,6 +242,9 @@ mod cli {
                 Ok(if outcome.ok() { 0 } else { 1 })
             }
             Command::One { scenario, seed, nodes, chain } => {
+                if let Ok(filter) = std::env::var("NEVERUST_SIM_LOG") {
+                    crate::log_to_stderr(&filter);
+                }
                 let mut scenario = load(&scenario)?;
                 if let Some(n) = nodes {
                     scenario.nodes.count = crate::scenario::Param::Scalar(n);
@@ -327,4 +330,18 @@ mod cli {
             }
         }
     }
+}
+
+#[cfg(madsim)]
+/// Logs of the node logic to stderr, filtered by `filter` (`info`, `neverust::durability=debug`),
+/// each line stamped with the simulated clock and the node it comes from. Installed before the
+/// simulation starts, so that logging does not change a run: its trace hash is the same with
+/// logs on or off.
+fn log_to_stderr(filter: &str) {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -506,6 +506,11 @@ pub struct Workload {
     /// ones.
     #[serde(default)]
     pub protect: Option<[u32; 2]>,
+    /// Downloads only: whether the downloading node keeps the copy it fetched (as the API's
+    /// network download does); `false` verifies the bytes and drops the copy, so downloads
+    /// during faults add no redundancy.
+    #[serde(default = "default_true")]
+    pub keep: bool,
 }
 
 /// Node roles a workload can run on.
@@ -549,7 +554,17 @@ pub struct Faults {
     #[serde(default)]
     pub clog: Vec<Clog>,
     #[serde(default)]
+    pub arrive: Vec<Arrive>,
+    #[serde(default)]
     pub disk: Option<DiskFaults>,
+}
+
+/// New, empty nodes joining together.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Arrive {
+    pub at: Span,
+    pub count: u64,
 }
 
 /// Nodes leaving and coming back at random.
@@ -598,6 +613,9 @@ pub struct Crash {
     /// Time between crashes when `node` names several.
     #[serde(default)]
     pub every: Span,
+    /// Node indices `"random"` and `"oldest"` never pick.
+    #[serde(default)]
+    pub spare: Vec<u64>,
 }
 
 /// Nodes leaving for good, disks and all.
@@ -609,6 +627,9 @@ pub struct Depart {
     /// Time between departures when `node` names several.
     #[serde(default)]
     pub every: Span,
+    /// Node indices `"random"` and `"oldest"` never pick.
+    #[serde(default)]
+    pub spare: Vec<u64>,
 }
 
 /// Which node(s) a fault hits.
@@ -617,7 +638,9 @@ pub struct Depart {
 pub enum Target {
     /// A node index.
     Index(u64),
-    /// `"random"`; `"holders-of-first-upload"`: every node holding the first dataset;
+    /// `"random"`; `"oldest"`: the live node that joined first (neither picks a client, a
+    /// validator or a `spare` node); `"holders-of-first-upload"`: every node holding the first
+    /// dataset;
     /// `"hosts-of-first-request"`: every node selling a slot of the first storage request;
     /// `"holder-of:N"`: one live node holding the `N`-th upload (whole or a slot of it);
     /// `"repair-host-of:N"`: one live node holding a slot of the `N`-th upload it was not
@@ -1051,12 +1074,12 @@ impl Scenario {
                     return Err(format!("{key}: node {i} does not exist (nodes.count is {count_min})"));
                 }
                 Target::Named(name)
-                    if !["random", "holders-of-first-upload", "hosts-of-first-request"]
+                    if !["random", "oldest", "holders-of-first-upload", "hosts-of-first-request"]
                         .contains(&name.as_str())
                         && target.upload_holder().is_none() =>
                 {
                     return Err(format!(
-                        "{key}: {name:?} is neither an index, \"random\", \"holders-of-first-upload\", \"hosts-of-first-request\", \"holder-of:N\" nor \"repair-host-of:N\""
+                        "{key}: {name:?} is neither an index, \"random\", \"oldest\", \"holders-of-first-upload\", \"hosts-of-first-request\", \"holder-of:N\" nor \"repair-host-of:N\""
                     ));
                 }
                 _ => {}
@@ -1124,6 +1147,7 @@ mod tests {
         let depart = |node: &str| format!("{MINIMAL}[[faults.depart]]\nat = \"1s\"\nnode = \"{node}\"\n");
         let parsed = Scenario::parse("t.toml", &depart("repair-host-of:2")).unwrap();
         assert_eq!(parsed.faults.depart[0].node.upload_holder(), Some((2, true)));
+        assert!(Scenario::parse("t.toml", &depart("oldest")).is_ok());
         let parsed = Scenario::parse("t.toml", &depart("holder-of:0")).unwrap();
         assert_eq!(parsed.faults.depart[0].node.upload_holder(), Some((0, false)));
         assert!(

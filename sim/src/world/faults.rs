@@ -10,10 +10,19 @@ pub(super) fn in_range(nodes: Option<[u64; 2]>, i: usize) -> bool {
     nodes.is_none_or(|[a, b]| (a as usize..=b as usize).contains(&i))
 }
 
-pub(super) fn resolve_target(world: &World, rng: &mut ChaCha8Rng, target: &Target) -> Vec<usize> {
+pub(super) fn resolve_target(
+    world: &World,
+    rng: &mut ChaCha8Rng,
+    target: &Target,
+    spare: &[u64],
+) -> Vec<usize> {
+    let candidates = || -> Vec<usize> {
+        world.faultable().into_iter().filter(|i| !spare.contains(&(*i as u64))).collect()
+    };
     match target {
         Target::Index(i) => vec![*i as usize],
-        Target::Named(name) if name == "random" => pick(rng, &world.faultable()).into_iter().collect(),
+        Target::Named(name) if name == "random" => pick(rng, &candidates()).into_iter().collect(),
+        Target::Named(name) if name == "oldest" => candidates().into_iter().min().into_iter().collect(),
         Target::Named(name) if name == "hosts-of-first-request" => {
             let hosts = world.market.get().map(|m| m.hosts_of_first_request(world)).unwrap_or_default();
             if !hosts.is_empty() {
@@ -76,7 +85,7 @@ pub(super) async fn execute(
                 world.spawn_on(index, market.request(world.clone(), index, seed, size));
             }
         }
-        Action::Download { nodes, on } => {
+        Action::Download { nodes, on, keep } => {
             let datasets = world.truths.lock().expect("truths").len();
             if datasets == 0 {
                 return;
@@ -89,7 +98,7 @@ pub(super) async fn execute(
             if let Some(index) = pick(rng, &live) {
                 let w = world.clone();
                 world.spawn_on(index, async move {
-                    download(w, index, d).await;
+                    download(w, index, d, keep).await;
                 });
             }
         }
@@ -108,8 +117,8 @@ pub(super) async fn execute(
                 }
             }
         }
-        Action::Crash { node, restart_after, damage, every, until } => {
-            let targets = resolve_target(world, rng, &node);
+        Action::Crash { node, restart_after, damage, every, until, spare } => {
+            let targets = resolve_target(world, rng, &node, &spare);
             if every.is_zero() {
                 for index in targets {
                     crash(world, index, restart_after, damage);
@@ -129,8 +138,8 @@ pub(super) async fn execute(
                 }
             });
         }
-        Action::Depart { node, every, until } => {
-            let targets = resolve_target(world, rng, &node);
+        Action::Depart { node, every, until, spare } => {
+            let targets = resolve_target(world, rng, &node, &spare);
             let w = world.clone();
             tokio::spawn(async move {
                 for index in targets {

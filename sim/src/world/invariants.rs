@@ -25,7 +25,7 @@ pub(super) async fn check_liveness(world: &Arc<World>, rng: &mut ChaCha8Rng, bou
         let w = world.clone();
         world.spawn_on(index, async move {
             loop {
-                if download(w.clone(), index, d).await {
+                if download(w.clone(), index, d, true).await {
                     let _ = tx.send(());
                     return;
                 }

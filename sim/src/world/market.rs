@@ -108,9 +108,9 @@ impl MarketRun {
         // nonces, and land in the next blocks.
         {
             let mut backend = self.net.backend();
-            let mut nonce = backend.pending_nonce(self.deployer);
+            let first = backend.pending_nonce(self.deployer);
             let fee = u128::from(backend.next_base_fee()) * 2 + 1_000_000;
-            for index in 0..nodes {
+            for (nonce, index) in (first..).zip(0..nodes) {
                 let mint = TestToken::mintCall { holder: account(index), amount: U256::from(TOKENS) };
                 let tx = TxRequest {
                     from: self.deployer,
@@ -123,7 +123,6 @@ impl MarketRun {
                     max_priority_fee_per_gas: 1_000_000,
                 };
                 backend.submit(tx).map_err(|e| format!("minting: {e}"))?;
-                nonce += 1;
             }
         }
         let last = account(nodes.saturating_sub(1));

@@ -16,6 +16,7 @@ pub(super) enum Action {
     Download {
         nodes: Option<[u64; 2]>,
         on: Role,
+        keep: bool,
     },
     Request {
         size: u64,
@@ -37,12 +38,14 @@ pub(super) enum Action {
         damage: f64,
         every: Duration,
         until: Duration,
+        spare: Vec<u64>,
     },
     /// `until`: the end of the fault phase (departures spaced by `every` stop there).
     Depart {
         node: Target,
         every: Duration,
         until: Duration,
+        spare: Vec<u64>,
     },
     Partition {
         split: f64,
@@ -175,7 +178,7 @@ pub(super) fn schedule(
                     on: w.on,
                     protect: w.protect,
                 },
-                WorkloadKind::Download => Action::Download { nodes: w.nodes, on: w.on },
+                WorkloadKind::Download => Action::Download { nodes: w.nodes, on: w.on, keep: w.keep },
                 WorkloadKind::Request => Action::Request {
                     size: w.size.expect("validated").draw(rng),
                     seed: rng.random(),
@@ -213,11 +216,20 @@ pub(super) fn schedule(
                 damage: c.damage,
                 every: c.every.0,
                 until: duration,
+                spare: c.spare.clone(),
             },
         ));
     }
     for d in faults.depart.iter().filter(|d| faults_in_time(d.at.0)) {
-        plan.push((d.at.0, Action::Depart { node: d.node.clone(), every: d.every.0, until: duration }));
+        plan.push((
+            d.at.0,
+            Action::Depart {
+                node: d.node.clone(),
+                every: d.every.0,
+                until: duration,
+                spare: d.spare.clone(),
+            },
+        ));
     }
     for p in faults.partition.iter().filter(|p| faults_in_time(p.at.0)) {
         let split = p.split.draw(rng);
@@ -253,13 +265,17 @@ pub(super) async fn simulate(
 ) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let initial = scenario.nodes.count.draw(&mut rng) as usize;
-    let arrivals = match &scenario.faults.churn {
+    let mut arrivals = match &scenario.faults.churn {
         Some(churn) => {
             let rate = churn.arrivals_per_hour.draw(&mut rng);
             poisson_times(&mut rng, rate, scenario.duration.0)
         }
         None => Vec::new(),
     };
+    for batch in scenario.faults.arrive.iter().filter(|a| a.at.0 < scenario.duration.0) {
+        arrivals.extend(std::iter::repeat_n(batch.at.0, batch.count as usize));
+    }
+    arrivals.sort();
     let n = initial + arrivals.len();
     let clients: BTreeSet<usize> = (initial - scenario.nodes.clients as usize..initial).collect();
     let trace = Arc::new(Trace::new());
@@ -507,5 +523,29 @@ mod tests {
         let scenario = Scenario::parse("t.toml", text).unwrap();
         let outcome = run(&scenario, 1, ChainBackendKind::Revm).unwrap();
         assert_eq!((outcome.crashes, outcome.departures, outcome.restarts), (1, 1, 0));
+    }
+
+    /// Batches of arrivals join; a download that does not keep its copy leaves the uploader's
+    /// the only one, so the dataset is lost with it (kept, the downloader's copy saves it).
+    #[test]
+    fn arrivals_join_in_batches_and_unkept_downloads_add_no_copy() {
+        let text = |keep: bool| {
+            format!(
+                "name = \"t\"\nduration = \"20m\"\nhealing = \"1m\"\n[nodes]\ncount = 4\n\
+                 [[workload]]\nkind = \"upload\"\ncount = 1\nsize = \"64KiB\"\nstart = \"10s\"\nnodes = [1, 1]\n\
+                 [[workload]]\nkind = \"download\"\ncount = 1\nstart = \"2m\"\nnodes = [2, 2]\nkeep = {keep}\n\
+                 [[faults.depart]]\nat = \"10m\"\nnode = 1\n\
+                 [[faults.arrive]]\nat = \"5m\"\ncount = 3\n"
+            )
+        };
+        let durability = |keep: bool| {
+            let scenario = Scenario::parse("t.toml", &text(keep)).unwrap();
+            let outcome = run(&scenario, 1, ChainBackendKind::Revm).unwrap();
+            assert_eq!(outcome.arrivals, 3);
+            assert!(outcome.downloads_completed >= 1);
+            outcome.invariants.iter().find(|v| v.name == "durability").unwrap().passed
+        };
+        assert!(!durability(false), "an unkept download leaves no copy");
+        assert!(durability(true), "a kept download is a copy");
     }
 }

@@ -130,7 +130,8 @@ pub(super) async fn protect_and_place(
 }
 
 /// Downloads dataset `d` on node `index` by DHT discovery; `true` when the bytes are right.
-pub(super) async fn download(world: Arc<World>, index: usize, d: usize) -> bool {
+/// Unless `keep`, the copy fetched is dropped once verified.
+pub(super) async fn download(world: Arc<World>, index: usize, d: usize, keep: bool) -> bool {
     let Some(node) = world.node(index) else {
         world.trace.record(format_args!("download-not-running {index} {d}"));
         return false;
@@ -161,6 +162,16 @@ pub(super) async fn download(world: Arc<World>, index: usize, d: usize) -> bool 
     match result {
         Ok((received, got)) if received == size && got == digest => {
             world.trace.record(format_args!("downloaded {index} {d}"));
+            if !keep {
+                // The copy is committed just after the last byte: wait for it, then drop it.
+                for _ in 0..50 {
+                    if node.datasets.get(cid).await.ok().flatten().is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = node.datasets.delete(cid).await;
+            }
             world.count(|c| c.downloads_completed += 1);
             world.probe("download-completed");
             if holder_down {

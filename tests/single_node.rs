@@ -97,6 +97,34 @@ fn cli_upload_and_download_through_a_node() {
     assert_eq!(std::fs::read(&output).unwrap(), data);
     assert!(!dir.path().join("out.bin.part").exists());
 
+    // A UTF-8 name goes up as RFC 8187 and comes back whole; `-o DIR` keeps it.
+    let euro = dir.path().join("\u{20ac} rates.txt");
+    std::fs::write(&euro, b"1.08").unwrap();
+    let up = run(&["upload", euro.to_str().unwrap(), "--api-url", &api], &[]);
+    let euro_cid = String::from_utf8(up.stdout).unwrap().trim().to_string();
+    let into = dir.path().join("downloads");
+    std::fs::create_dir(&into).unwrap();
+    let down = run(&["download", &euro_cid, "-o", into.to_str().unwrap(), "--api-url", &api], &[]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(std::fs::read(into.join("\u{20ac} rates.txt")).unwrap(), b"1.08");
+
+    // A hostile stored name (manifests come from anyone) never becomes a path.
+    let hostile = reqwest::blocking::Client::new()
+        .post(node.v1("/data"))
+        .header("Content-Disposition", "attachment; filename=\"../../escaped.txt\"")
+        .body("gotcha")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let down = run(&["download", &hostile, "-o", into.to_str().unwrap(), "--api-url", &api], &[]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(std::fs::read(into.join("escaped.txt")).unwrap(), b"gotcha");
+    assert!(
+        !dir.path().join("escaped.txt").exists()
+            && !dir.path().parent().unwrap().join("escaped.txt").exists()
+    );
+
     let missing =
         run(&["download", "zDvZRwzm1NupFAhAYJoPbRHFzhteH6omdGWzY2Ppw881VkWtjYYM", "--api-url", &api], &[]);
     assert!(!missing.status.success());

@@ -11,11 +11,19 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds after which the client may try again (`Retry-After`), for 503s.
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after_secs: None }
+    }
+
+    /// Tells the client when to try again.
+    pub fn retry_after(mut self, secs: u32) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -36,7 +44,11 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -1,31 +1,33 @@
 //! The REST API (production): Archivist v1 compatible routes under `/api/archivist/v1`, plus
 //! `/health`, `/metrics`, our OpenAPI document and the `/api/v1/storage/*` aliases.
 //!
-//! Errors are JSON `{"error": "..."}` with the status that says what went wrong: 400 for a
-//! malformed CID or a broken upload, 404 for content not stored here, 413 over quota, 416 for an
-//! unsatisfiable range, 422 for invalid header values, 500 for a damaged store.
+//! Every error is JSON `{"error": "..."}` with the status that says what went wrong: 400 for a
+//! malformed CID or a broken upload, 404 for content not stored here, 408 for an upload that
+//! stalled, 413 over quota, 414 for an over-long request target, 416 for an unsatisfiable range,
+//! 422 for invalid header values, 500 for a damaged store, 503 when too many uploads run at once;
+//! the framework's own rejections are rewritten into the same shape (`layers::json_errors`).
 
+mod conn;
 mod error;
-mod headers;
+pub mod headers;
+mod layers;
 mod market;
 mod routes;
+mod server;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, patch, post};
 
 use crate::dataset::Datasets;
-use crate::metrics::{HttpLabels, RouteLabels};
 
 pub use self::error::ApiError;
+pub use self::server::{ApiLimits, serve};
 
 /// The OpenAPI description of this API, served at `/api/archivist/v1/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -49,6 +51,10 @@ pub struct ApiState {
     pub durability: Option<crate::durability::Durability>,
     /// Purchasing, sales and validation, in market mode.
     pub market: Option<crate::market::Market>,
+    /// What a client may hold open.
+    pub limits: ApiLimits,
+    /// Uploads in progress, at most `limits.max_uploads`.
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -68,7 +74,16 @@ impl ApiState {
             fetcher: None,
             durability: None,
             market: None,
+            limits: ApiLimits::default(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(ApiLimits::default().max_uploads)),
         }
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: ApiLimits) -> ApiState {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(limits.max_uploads));
+        self.limits = limits;
+        self
     }
 }
 
@@ -90,6 +105,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/spr", get(routes::spr))
         .route("/connect/{peer_id}", get(routes::connect))
         .route("/debug/info", get(routes::debug_info))
+        .route("/debug/peer/{peer_id}", get(routes::debug_peer))
         .route("/sales/availability", get(market::availabilities).post(market::add_availability))
         .route("/sales/availability/{id}", patch(market::update_availability))
         .route("/sales/availability/{id}/reservations", get(market::reservations))
@@ -108,34 +124,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(layers::json_errors))
+        .layer(middleware::from_fn(layers::limit_uri))
+        .layer(middleware::from_fn_with_state(state.clone(), layers::track))
         .with_state(state)
-}
-
-/// Counts every request by method, route template and status, and times it.
-async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let response = next.run(request).await;
-    let metrics = state.datasets.metrics();
-    let status = response.status().as_u16();
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status })
-        .inc();
-    metrics
-        .http_request_duration_seconds
-        .get_or_create(&RouteLabels { method, route })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ApiState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -1,12 +1,16 @@
 //! Route handlers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
 use super::headers::{self, RangeRequest};
@@ -65,20 +69,70 @@ pub async fn upload(State(s): Shared, headers: HeaderMap, body: Body) -> Result<
         .map(headers::mime_type)
         .transpose()
         .map_err(ApiError::unprocessable)?;
-    let filename = match header_text(&headers, header::CONTENT_DISPOSITION)? {
-        Some(value) => headers::disposition_filename(value).map_err(ApiError::unprocessable)?,
+    let filename = match headers.get(header::CONTENT_DISPOSITION) {
+        Some(value) => headers::disposition_filename(&headers::header_value_text(value.as_bytes()))
+            .map_err(ApiError::unprocessable)?,
         None => None,
     };
+    let _slot = s.uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} uploads are in progress, the most this node reads at once; retry shortly",
+                s.limits.max_uploads
+            ),
+        )
+        .retry_after(1)
+    })?;
     if let Some(length) = header_text(&headers, header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok()) {
         refuse_if_too_large(&s, length).await?;
     }
-    let dataset = s.datasets.upload(body.into_data_stream(), UploadMeta { filename, mimetype }).await?;
+    let idle = s.limits.upload_idle_timeout;
+    let stalled = Arc::new(AtomicBool::new(false));
+    let body = with_idle_timeout(body.into_data_stream(), idle, stalled.clone());
+    let dataset = match s.datasets.upload(body, UploadMeta { filename, mimetype }).await {
+        Ok(dataset) => dataset,
+        Err(e) if stalled.load(Ordering::Relaxed) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("upload abandoned, nothing stored: no data for {} s ({e})", idle.as_secs()),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(cid = %cid_to_string(&dataset.cid), size_bytes = dataset.manifest.dataset_size_bytes, "stored dataset");
     if let Some(fetcher) = s.fetcher.clone() {
         let stored = dataset.clone();
         tokio::spawn(async move { fetcher.advertise(&stored).await });
     }
     Ok(cid_to_string(&dataset.cid))
+}
+
+/// The pieces of `body`, ending in an error (and `stalled` set) when none arrives for `idle`.
+fn with_idle_timeout<S, E>(
+    body: S,
+    idle: Duration,
+    stalled: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    Box::pin(futures::stream::unfold(Some(body), move |body| {
+        let stalled = stalled.clone();
+        async move {
+            let mut body = body?;
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(Ok(piece))) => Some((Ok(piece), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+                Ok(None) => None,
+                Err(_) => {
+                    stalled.store(true, Ordering::Relaxed);
+                    Some((Err(format!("the client sent nothing for {} s", idle.as_secs())), None))
+                }
+            }
+        }
+    }))
 }
 
 /// Answers 413 before reading a body whose announced length cannot fit.
@@ -156,8 +210,8 @@ fn serve_dataset(s: &ApiState, manifest: &Manifest, headers: &HeaderMap) -> Resu
         response =
             response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", range.start, range.end - 1));
     }
-    if let Some(name) = &manifest.filename
-        && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
+    if let Some(value) = manifest.filename.as_deref().and_then(headers::disposition_for)
+        && let Ok(value) = HeaderValue::from_str(&value)
     {
         response = response.header(header::CONTENT_DISPOSITION, value);
     }
@@ -224,8 +278,8 @@ pub async fn network_stream(
     let mut response = Response::builder()
         .header(header::CONTENT_LENGTH, manifest.content_size_bytes())
         .header(header::CONTENT_TYPE, manifest.mimetype.as_deref().unwrap_or("application/octet-stream"));
-    if let Some(name) = &manifest.filename
-        && let Ok(value) = HeaderValue::from_str(&headers::disposition_for(name))
+    if let Some(value) = manifest.filename.as_deref().and_then(headers::disposition_for)
+        && let Ok(value) = HeaderValue::from_str(&value)
     {
         response = response.header(header::CONTENT_DISPOSITION, value);
     }
@@ -411,6 +465,29 @@ pub async fn debug_info(State(s): Shared) -> Json<Value> {
         "table": { "localNode": local, "nodes": nodes },
         "archivist": { "version": format!("neverust-{}", crate::VERSION), "revision": "", "contracts": "" },
     }))
+}
+
+/// `GET /debug/peer/{peerId}`: a peer's addresses, looked up in the DHT (Archivist's
+/// `DebugPeerRecord`). `seqNo` is 0: the DHT's routing entries carry addresses, not the peer's
+/// signed record and its sequence number.
+pub async fn debug_peer(State(s): Shared, Path(peer_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    use crate::discovery::Discovery as _;
+    use crate::net::Network as _;
+    let network = s.network.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no peer-to-peer network is running")
+    })?;
+    let peer: libp2p::PeerId =
+        peer_id.parse().map_err(|e| ApiError::bad_request(format!("invalid peer id {peer_id:?}: {e}")))?;
+    let port_peer = crate::net::PeerId::from_bytes(peer.to_bytes());
+    let addresses = if port_peer == network.local_peer_id() {
+        network.announce_addrs()
+    } else {
+        let record = network.find_peer(&port_peer).await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("looking up {peer_id} failed: {e}"))
+        })?;
+        record.ok_or_else(|| ApiError::not_found(format!("peer {peer_id} was not found in the DHT")))?.addrs
+    };
+    Ok(Json(json!({ "peerId": peer.to_string(), "seqNo": 0, "addresses": addresses })))
 }
 
 /// Dials a peer at the given multiaddrs (comma-separated or repeated `addrs`).

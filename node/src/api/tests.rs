@@ -26,10 +26,15 @@ struct Node {
 
 impl Node {
     async fn start(quota_bytes: u64) -> Node {
+        Node::start_with(quota_bytes, super::ApiLimits::default()).await
+    }
+
+    async fn start_with(quota_bytes: u64, limits: super::ApiLimits) -> Node {
         let store = store::memory(quota_bytes);
         let datasets = Datasets::new(store.clone(), Compute::Inline, BLOCK, Arc::new(Metrics::new()))
             .with_upload_batch_bytes(4 * BLOCK);
-        let mut state = ApiState::new(datasets, "12D3KooWTest".into(), "/tmp/x".into(), vec![]);
+        let mut state =
+            ApiState::new(datasets, "12D3KooWTest".into(), "/tmp/x".into(), vec![]).with_limits(limits);
         let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = levels.clone();
         state.log_level = Some(Arc::new(move |filter: &str| {
@@ -115,7 +120,10 @@ async fn upload_download_with_headers_and_ranges() {
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.headers()["content-type"], "image/png");
     assert_eq!(got.headers()["content-length"], data.len().to_string().as_str());
-    assert_eq!(got.headers()["content-disposition"], "attachment; filename=\"cat.png\"");
+    assert_eq!(
+        got.headers()["content-disposition"],
+        "attachment; filename=\"cat.png\"; filename*=UTF-8''cat.png"
+    );
     assert_eq!(got.bytes().await.unwrap(), data);
 
     let part = node.get_range(&format!("/data/{cid}"), "bytes=4000-4200").await;
@@ -338,6 +346,7 @@ fn openapi_document_matches_the_router() {
         "/api/archivist/v1/connect/{peerId}",
         "/api/archivist/v1/debug/chronicles/loglevel",
         "/api/archivist/v1/debug/info",
+        "/api/archivist/v1/debug/peer/{peerId}",
         "/api/archivist/v1/sales/availability",
         "/api/archivist/v1/sales/availability/{id}",
         "/api/archivist/v1/sales/availability/{id}/reservations",
@@ -366,4 +375,185 @@ async fn marketplace_routes_say_when_there_is_no_chain() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert!(message.contains("--eth-provider"), "{path}: {message}");
     }
+}
+
+/// What the framework answers by itself (extractor rejections, 405, body and URI limits) has the
+/// API's error shape too.
+#[tokio::test]
+async fn framework_rejections_are_json_errors() {
+    let node = Node::start(1 << 30).await;
+    let long_cid = "z".repeat(20 << 10);
+    let manifest = node.upload(bytes(10)).await.text().await.unwrap();
+    // (method, path, body bytes, status, words the message must contain)
+    let cases: [(&str, String, usize, StatusCode, &str); 7] = [
+        ("GET", format!("/data/{long_cid}"), 0, StatusCode::URI_TOO_LONG, "request target"),
+        ("DELETE", format!("/data/{long_cid}"), 0, StatusCode::URI_TOO_LONG, "request target"),
+        ("GET", format!("/data/{long_cid}/exists"), 0, StatusCode::URI_TOO_LONG, "request target"),
+        ("POST", "/debug/chronicles/loglevel".into(), 0, StatusCode::BAD_REQUEST, "level"),
+        ("POST", format!("/data/{manifest}/protect?k=2&m=1&m=1"), 0, StatusCode::BAD_REQUEST, "duplicate"),
+        ("PUT", "/data".into(), 0, StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        ("POST", "/sales/availability".into(), 3 << 20, StatusCode::PAYLOAD_TOO_LARGE, "length limit"),
+    ];
+    for (method, path, body_bytes, want_status, want_words) in cases {
+        let response = node
+            .client
+            .request(method.parse().unwrap(), node.v1(&path))
+            .body(vec![b'{'; body_bytes])
+            .send()
+            .await
+            .unwrap();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        let allow = response.headers().get("allow").cloned();
+        let (status, message) = error_of(response).await;
+        let shown = &path[..path.len().min(60)];
+        assert_eq!(status, want_status, "{method} {shown}: {message}");
+        assert_eq!(content_type, "application/json", "{method} {shown}");
+        assert!(
+            message.to_lowercase().contains(want_words),
+            "{method} {shown}: {message:?} lacks {want_words:?}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(allow.unwrap(), "GET,HEAD,POST", "405 keeps its Allow header");
+        }
+    }
+}
+
+/// Requests the HTTP layer refuses before routing (over 64 KiB of request target, a malformed
+/// request line) are answered as JSON errors too, and the node goes on serving.
+#[tokio::test]
+async fn requests_the_http_layer_refuses_are_json_errors() {
+    let node = Node::start(1 << 30).await;
+    let huge_cid = "z".repeat(100 << 10);
+    for (request, status) in [
+        (format!("GET /api/archivist/v1/data/{huge_cid} HTTP/1.1\r\nHost: x\r\n\r\n"), "414"),
+        (format!("DELETE /api/archivist/v1/data/{huge_cid}/exists HTTP/1.1\r\nHost: x\r\n\r\n"), "414"),
+        ("GET /health HTTP/1.1\r\nHost x\r\n\r\n".to_string(), "400"),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let answer = answer_until_closed(&mut socket, Duration::from_secs(10)).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let json: Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(json["error"].is_string(), "{body}");
+    }
+    let health = node.client.get(format!("{}/health", node.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// Filenames as real clients send them: RFC 8187 `filename*`, raw UTF-8 in `filename`; answered
+/// with an ASCII `filename` and `filename*`; a stored path is kept but never served as one.
+#[tokio::test]
+async fn filenames_in_any_language_and_never_as_paths() {
+    let node = Node::start(1 << 30).await;
+    // (Content-Disposition bytes, stored filename, download's Content-Disposition)
+    let cases: [(&[u8], &str, &str); 3] = [
+        (
+            b"attachment; filename*=UTF-8''%E2%82%AC%20rates.txt",
+            "\u{20ac} rates.txt",
+            "attachment; filename=\"_ rates.txt\"; filename*=UTF-8''%E2%82%AC%20rates.txt",
+        ),
+        (
+            "attachment; filename=\"r\u{e9}sum\u{e9}.pdf\"".as_bytes(),
+            "r\u{e9}sum\u{e9}.pdf",
+            "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf",
+        ),
+        (
+            b"attachment; filename=\"../../etc/passwd\"",
+            "../../etc/passwd",
+            "attachment; filename=\"passwd\"; filename*=UTF-8''passwd",
+        ),
+    ];
+    for (disposition, stored, served) in cases {
+        let response = node
+            .client
+            .post(node.v1("/data"))
+            .header("Content-Disposition", reqwest::header::HeaderValue::from_bytes(disposition).unwrap())
+            .body(bytes(100))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{stored}");
+        let cid = response.text().await.unwrap();
+        let list: Value = node.get_json("/data").await;
+        let item = list["content"].as_array().unwrap().iter().find(|i| i["cid"] == cid.as_str()).unwrap();
+        assert_eq!(item["manifest"]["filename"], stored, "kept as sent");
+        let download = node.get(&format!("/data/{cid}")).await;
+        assert_eq!(download.headers()["content-disposition"].to_str().unwrap(), served);
+    }
+}
+
+/// Sends the head of an upload announcing 1 MiB and `sent` bytes of its body, then stalls.
+async fn stalled_upload(node: &Node, sent: usize) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head =
+        format!("POST /api/archivist/v1/data HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1 << 20);
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&vec![7u8; sent]).await.unwrap();
+    socket
+}
+
+/// What a connection answers before the server closes it (within `wait`).
+async fn answer_until_closed(socket: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(wait, socket.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_off_and_rolled_back() {
+    let limits = super::ApiLimits { upload_idle_timeout: Duration::from_secs(1), ..Default::default() };
+    let node = Node::start_with(1 << 30, limits).await;
+    let used = node.used_bytes().await;
+    let mut socket = stalled_upload(&node, 300 << 10).await;
+    let answer = answer_until_closed(&mut socket, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/json") && answer.contains("no data for 1 s"), "{answer}");
+    node.await_used(used).await;
+    let metrics = node.metrics_text().await;
+    assert!(metrics.lines().any(|l| l == "uploads_failed_total 1"), "{metrics}");
+    assert!(node.get_json("/data").await["content"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn headers_sent_too_slowly_close_the_connection() {
+    let limits = super::ApiLimits { header_timeout: Duration::from_secs(1), ..Default::default() };
+    let node = Node::start_with(1 << 30, limits).await;
+    let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    socket.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
+    let answer = answer_until_closed(&mut socket, Duration::from_secs(10)).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // The node still serves others.
+    let health = node.client.get(format!("{}/health", node.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_cap_wait_their_turn() {
+    let limits = super::ApiLimits {
+        max_uploads: 1,
+        upload_idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let node = Node::start_with(1 << 30, limits).await;
+    let mut stalled = stalled_upload(&node, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the first upload holds the only slot
+    let refused = node.upload(bytes(100)).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (status, message) = error_of(refused).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(message.contains("1 uploads are in progress"), "{message}");
+    answer_until_closed(&mut stalled, Duration::from_secs(10)).await; // cut off: the slot is free
+    assert_eq!(node.upload(bytes(100)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn debug_peer_needs_a_network() {
+    let node = Node::start(1 << 30).await;
+    let (status, message) = error_of(node.get("/debug/peer/12D3KooWTest").await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
 }

@@ -1,7 +1,7 @@
 //! `neverust upload` and `neverust download`: clients of a running node's API.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 
 use super::{DownloadArgs, UploadArgs};
+use crate::api::headers;
 
 fn progress(total: Option<u64>, verb: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
@@ -38,12 +39,16 @@ async fn error_text(response: reqwest::Response) -> String {
     format!("{status}: {message}")
 }
 
-/// A filename safe to send in a quoted Content-Disposition parameter.
-fn header_filename(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    name.chars()
-        .all(|c| c.is_ascii_graphic() || c == ' ')
-        .then(|| name.replace('\\', "\\\\").replace('"', "\\\""))
+/// Where a download goes when `--output` names a directory: the dataset's own filename (from the
+/// answer's Content-Disposition, reduced to a safe base name) in it, or the CID.
+fn output_in_dir(dir: &Path, response: &reqwest::Response, cid: &str) -> PathBuf {
+    let name = response
+        .headers()
+        .get(reqwest::header::CONTENT_DISPOSITION)
+        .and_then(|value| headers::disposition_filename(&headers::header_value_text(value.as_bytes())).ok())
+        .flatten()
+        .and_then(|name| headers::safe_filename(&name));
+    dir.join(name.unwrap_or_else(|| cid.to_string()))
 }
 
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
@@ -59,9 +64,10 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         .post(format!("{}/api/archivist/v1/data", args.api_url.trim_end_matches('/')))
         .header(reqwest::header::CONTENT_LENGTH, length)
         .body(reqwest::Body::wrap_stream(stream));
-    if let Some(name) = header_filename(&args.file) {
-        request =
-            request.header(reqwest::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\""));
+    if let Some(disposition) =
+        args.file.file_name().and_then(|n| headers::disposition_for(&n.to_string_lossy()))
+    {
+        request = request.header(reqwest::header::CONTENT_DISPOSITION, disposition);
     }
     if let Some(mime) = &args.mime_type {
         request = request.header(reqwest::header::CONTENT_TYPE, mime);
@@ -81,9 +87,13 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     if !response.status().is_success() {
         bail!("download refused: {}", error_text(response).await);
     }
+    let output = match args.output {
+        Some(dir) if dir.is_dir() => Some(output_in_dir(&dir, &response, &args.cid)),
+        other => other,
+    };
     let bar = progress(response.content_length(), "downloading");
     let mut body = response.bytes_stream();
-    match &args.output {
+    match &output {
         Some(path) => {
             let partial = path.with_extension(match path.extension() {
                 Some(ext) => format!("{}.part", ext.to_string_lossy()),
@@ -99,6 +109,7 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
             }
             out.sync_all().await?;
             tokio::fs::rename(&partial, path).await?;
+            eprintln!("saved {}", path.display());
         }
         None => {
             let mut out = tokio::io::stdout();

@@ -85,6 +85,15 @@ pub struct StartArgs {
     /// Let AutoNAT confirm private and loopback addresses too, for a LAN or a cluster on one machine.
     #[arg(long)]
     pub autonat_private_addrs: bool,
+    /// Seconds a client has to send a request's headers; also how long an idle kept-alive connection stays open [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub api_header_timeout: Option<u64>,
+    /// Seconds an upload may send nothing before it is abandoned and rolled back (408) [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub api_upload_idle_timeout: Option<u64>,
+    /// Uploads read at once; more are answered 503 with Retry-After [default: 16].
+    #[arg(long, value_name = "N")]
+    pub api_max_uploads: Option<usize>,
     /// Seconds between checks that the slots of protected datasets held here are still held by their hosts [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub repair_check_interval: Option<u64>,
@@ -160,6 +169,9 @@ impl StartArgs {
             relay_node: list(&self.relay_node),
             relay_server: self.relay_server,
             autonat_private_addrs: self.autonat_private_addrs.then_some(true),
+            api_header_timeout: self.api_header_timeout,
+            api_upload_idle_timeout: self.api_upload_idle_timeout,
+            api_max_uploads: self.api_max_uploads,
             repair_check_interval: self.repair_check_interval,
             repair_after: self.repair_after,
             storage_quota: self.storage_quota,
@@ -200,7 +212,9 @@ pub struct DownloadArgs {
     /// The dataset's CID.
     pub cid: String,
     /// Where to write the data (written to FILE.part, renamed when complete) [default: stdout].
-    #[arg(short, long, value_name = "FILE")]
+    /// A directory keeps the dataset's own filename (its base name only, never a path from the
+    /// manifest), or the CID when it has none.
+    #[arg(short, long, value_name = "FILE|DIR")]
     pub output: Option<PathBuf>,
     /// The node's API.
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]

@@ -144,7 +144,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             "rolled back uploads interrupted by a crash"
         );
     }
-    let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone());
+    let mut state = ApiState::new(datasets, peer_id, data_dir.clone(), config.listen_addrs.clone())
+        .with_limits(api::ApiLimits {
+            header_timeout: Duration::from_secs(config.api_header_timeout),
+            upload_idle_timeout: Duration::from_secs(config.api_upload_idle_timeout),
+            max_uploads: config.api_max_uploads,
+        });
     state.log_level = Some(log_level);
     state.network = Some(network);
     state.fetcher = Some(fetcher);

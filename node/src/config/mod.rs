@@ -115,6 +115,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub api_bindaddr: IpAddr,
     pub api_port: u16,
+    /// Seconds a client has to send a request's headers (also the idle keep-alive limit).
+    pub api_header_timeout: u64,
+    /// Seconds an upload may pause between two pieces of its body before it is rolled back.
+    pub api_upload_idle_timeout: u64,
+    /// Uploads the API reads at once.
+    pub api_max_uploads: usize,
     pub listen_addrs: Vec<String>,
     pub bootstrap_node: Vec<String>,
     /// Addresses announced to peers instead of the listen addresses (a port forward, say).
@@ -169,6 +175,9 @@ pub struct PartialConfig {
     pub data_dir: Option<PathBuf>,
     pub api_bindaddr: Option<IpAddr>,
     pub api_port: Option<u16>,
+    pub api_header_timeout: Option<u64>,
+    pub api_upload_idle_timeout: Option<u64>,
+    pub api_max_uploads: Option<usize>,
     pub listen_addrs: Option<Vec<String>>,
     pub bootstrap_node: Option<Vec<String>>,
     pub announce_addrs: Option<Vec<String>>,
@@ -230,6 +239,9 @@ impl Default for Config {
             data_dir: default_data_dir(),
             api_bindaddr: IpAddr::from([127, 0, 0, 1]),
             api_port: API_PORT_DEFAULT,
+            api_header_timeout: 30,
+            api_upload_idle_timeout: 60,
+            api_max_uploads: 16,
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/0".into()],
             bootstrap_node: Vec::new(),
             announce_addrs: Vec::new(),
@@ -280,6 +292,15 @@ impl PartialConfig {
                 "DATA_DIR" => layer.data_dir = Some(value.clone().into()),
                 "API_BINDADDR" => layer.api_bindaddr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 "API_PORT" => layer.api_port = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
+                "API_HEADER_TIMEOUT" => {
+                    layer.api_header_timeout = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "API_UPLOAD_IDLE_TIMEOUT" => {
+                    layer.api_upload_idle_timeout = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "API_MAX_UPLOADS" => {
+                    layer.api_max_uploads = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
+                }
                 "LISTEN_ADDRS" => layer.listen_addrs = Some(list()),
                 "BOOTSTRAP_NODE" => layer.bootstrap_node = Some(list()),
                 "ANNOUNCE_ADDRS" => layer.announce_addrs = Some(list()),
@@ -325,10 +346,13 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 29] = [
+        const KNOWN: [&str; 32] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
+            "API_HEADER_TIMEOUT",
+            "API_UPLOAD_IDLE_TIMEOUT",
+            "API_MAX_UPLOADS",
             "LISTEN_ADDRS",
             "BOOTSTRAP_NODE",
             "ANNOUNCE_ADDRS",
@@ -372,6 +396,9 @@ impl PartialConfig {
             data_dir,
             api_bindaddr,
             api_port,
+            api_header_timeout,
+            api_upload_idle_timeout,
+            api_max_uploads,
             listen_addrs,
             bootstrap_node,
             announce_addrs,
@@ -416,6 +443,9 @@ impl Config {
             data_dir: merged.data_dir.unwrap_or(d.data_dir),
             api_bindaddr: merged.api_bindaddr.unwrap_or(d.api_bindaddr),
             api_port: merged.api_port.unwrap_or(d.api_port),
+            api_header_timeout: merged.api_header_timeout.unwrap_or(d.api_header_timeout),
+            api_upload_idle_timeout: merged.api_upload_idle_timeout.unwrap_or(d.api_upload_idle_timeout),
+            api_max_uploads: merged.api_max_uploads.unwrap_or(d.api_max_uploads),
             listen_addrs: merged.listen_addrs.unwrap_or(d.listen_addrs),
             bootstrap_node: merged.bootstrap_node.unwrap_or(d.bootstrap_node),
             announce_addrs: merged.announce_addrs.unwrap_or(d.announce_addrs),
@@ -447,6 +477,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("api-header-timeout", self.api_header_timeout),
+            ("api-upload-idle-timeout", self.api_upload_idle_timeout),
+            ("api-max-uploads", self.api_max_uploads as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, message: "must be at least 1".into() });
+            }
+        }
         if self.repair_check_interval == 0 {
             return Err(ConfigError::Invalid {
                 key: "repair-check-interval",

@@ -1,5 +1,6 @@
 //! End-to-end HTTP upload and download of a 1 GiB file through the REST API of an in-process
-//! node (LMDB store in a temp dir, real loopback sockets, streaming client).
+//! node (LMDB store in a temp dir, real loopback sockets, streaming client); and the same upload
+//! to a node over the in-memory store, which leaves the disk out.
 //!
 //! `cargo bench -p neverust-benches --bench http`
 
@@ -24,9 +25,14 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn start() -> Server {
+/// A node over LMDB in a temp dir, or over the in-memory store (`memory`): the HTTP path,
+/// chunking and hashing without the disk.
+async fn start(memory: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LmdbStore::open(dir.path(), 8 << 30).unwrap());
+    let store: neverust::store::SharedStore = match memory {
+        true => neverust::store::memory(8 << 30),
+        false => Arc::new(LmdbStore::open(dir.path(), 8 << 30).unwrap()),
+    };
     let datasets = Datasets::new(store, Compute::Pool, 64 << 10, Arc::new(Metrics::new()));
     let state = Arc::new(ApiState::new(datasets, "bench".into(), dir.path().into(), vec![]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -53,7 +59,8 @@ async fn upload(client: &reqwest::Client, base: &str, data: &Bytes) -> String {
 
 fn http(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(start());
+    let server = runtime.block_on(start(false));
+    let in_memory = runtime.block_on(start(true));
     let client = reqwest::Client::new();
     let data = Bytes::from(random_bytes(FILE_BYTES, 3));
     let mut group = c.benchmark_group("http");
@@ -70,6 +77,20 @@ fn http(c: &mut Criterion) {
                     let cid = upload(&client, &server.base, &data).await;
                     total += started.elapsed();
                     client.delete(format!("{}/data/{cid}", server.base)).send().await.unwrap();
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("upload_1GiB_memory_store", |b| {
+        b.iter_custom(|n| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..n {
+                    let started = Instant::now();
+                    let cid = upload(&client, &in_memory.base, &data).await;
+                    total += started.elapsed();
+                    client.delete(format!("{}/data/{cid}", in_memory.base)).send().await.unwrap();
                 }
                 total
             })

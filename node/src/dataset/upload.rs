@@ -1,5 +1,6 @@
 //! The upload pipeline.
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 
 use bytes::Bytes;
@@ -62,38 +63,67 @@ impl Drop for PendingUpload {
     }
 }
 
+/// Batches hashed or written at once per upload, besides the one being read. With two, one
+/// batch can be hashed while another is written (and two hashed at once on two cores), so the
+/// HTTP body, SHA-256 and the store's writes overlap instead of taking turns.
+const IN_FLIGHT_BATCHES: usize = 2;
+
 /// The state of one upload between batches.
 struct Pipeline {
     store: SharedStore,
     upload: UploadId,
+    /// Digests of the blocks written so far, in order.
     leaves: Vec<Digest>,
-    /// The batch being written while the next is read.
-    in_flight: Option<JoinHandle<Result<(), StoreError>>>,
+    /// Index of the next block submitted.
+    next_index: u64,
+    /// Batches being hashed and written, oldest first; each yields its blocks' digests.
+    in_flight: VecDeque<JoinHandle<Result<Vec<Digest>, StoreError>>>,
 }
 
 impl Pipeline {
-    /// Hashes `batch` and starts writing it, after the previous write has finished.
+    /// Starts hashing and writing `batch`, once fewer than [`IN_FLIGHT_BATCHES`] are under way.
     async fn submit(&mut self, datasets: &Datasets, batch: Vec<Bytes>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.in_flight.len() >= IN_FLIGHT_BATCHES {
+            self.finish_oldest().await?;
+        }
         let bytes = batch.iter().map(|b| b.len() as u64).sum();
-        let blocks: Vec<Block> =
-            datasets.compute.run_hashing(bytes, move || batch.into_iter().map(Block::new).collect()).await;
-        self.wait().await?;
-        let first = self.leaves.len() as u64;
-        self.leaves.extend(blocks.iter().map(|b| *b.digest()));
-        let (store, upload) = (self.store.clone(), self.upload);
-        self.in_flight =
-            Some(tokio::spawn(async move { store.put_upload_blocks(upload, first, blocks).await }));
+        let first = self.next_index;
+        self.next_index += batch.len() as u64;
+        let (store, upload, compute) = (self.store.clone(), self.upload, datasets.compute);
+        self.in_flight.push_back(tokio::spawn(async move {
+            let blocks: Vec<Block> =
+                compute.run_hashing(bytes, move || batch.into_iter().map(Block::new).collect()).await;
+            let digests = blocks.iter().map(|b| *b.digest()).collect();
+            store.put_upload_blocks(upload, first, blocks).await?;
+            Ok(digests)
+        }));
         Ok(())
     }
 
+    async fn finish_oldest(&mut self) -> Result<(), StoreError> {
+        let Some(handle) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let digests = handle.await.expect("block writer panicked")?;
+        self.leaves.extend(digests);
+        Ok(())
+    }
+
+    /// Waits for every batch under way (all of them, even after a failure, so that a rollback
+    /// comes after the last write); the first failure is returned.
     async fn wait(&mut self) -> Result<(), StoreError> {
-        match self.in_flight.take() {
-            Some(handle) => handle.await.expect("block writer panicked"),
-            None => Ok(()),
+        let mut result = Ok(());
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.finish_oldest().await
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
         }
+        result
     }
 }
 
@@ -107,8 +137,13 @@ impl Datasets {
     {
         let upload = self.store.begin_upload().await?;
         let guard = PendingUpload { store: self.store.clone(), id: upload, armed: true };
-        let mut pipeline =
-            Pipeline { store: self.store.clone(), upload, leaves: Vec::new(), in_flight: None };
+        let mut pipeline = Pipeline {
+            store: self.store.clone(),
+            upload,
+            leaves: Vec::new(),
+            next_index: 0,
+            in_flight: VecDeque::new(),
+        };
         match self.run_upload(&mut pipeline, body, meta).await {
             Ok(dataset) => {
                 let mut guard = guard;

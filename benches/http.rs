@@ -68,34 +68,22 @@ fn http(c: &mut Criterion) {
         .throughput(Throughput::Bytes(FILE_BYTES as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(40));
-    group.bench_function("upload_1GiB", |b| {
-        b.iter_custom(|n| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..n {
-                    let started = Instant::now();
-                    let cid = upload(&client, &server.base, &data).await;
-                    total += started.elapsed();
-                    client.delete(format!("{}/data/{cid}", server.base)).send().await.unwrap();
-                }
-                total
+    for (name, node) in [("upload_1GiB", &server), ("upload_1GiB_memory_store", &in_memory)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                runtime.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        let cid = upload(&client, &node.base, &data).await;
+                        total += started.elapsed();
+                        client.delete(format!("{}/data/{cid}", node.base)).send().await.unwrap();
+                    }
+                    total
+                })
             })
-        })
-    });
-    group.bench_function("upload_1GiB_memory_store", |b| {
-        b.iter_custom(|n| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..n {
-                    let started = Instant::now();
-                    let cid = upload(&client, &in_memory.base, &data).await;
-                    total += started.elapsed();
-                    client.delete(format!("{}/data/{cid}", in_memory.base)).send().await.unwrap();
-                }
-                total
-            })
-        })
-    });
+        });
+    }
     let cid = runtime.block_on(upload(&client, &server.base, &data));
     group.bench_function("download_1GiB", |b| {
         b.iter_custom(|n| {

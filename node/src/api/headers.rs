@@ -124,6 +124,12 @@ pub fn disposition_filename(value: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// The filename of a `Content-Disposition` header as received (raw bytes, read by
+/// [`header_value_text`]).
+pub fn disposition_header_filename(value: &[u8]) -> Result<Option<String>, String> {
+    disposition_filename(&header_value_text(value))
+}
+
 /// The longest file name kept by [`safe_filename`], in bytes (most file systems' limit).
 const FILENAME_MAX_BYTES: usize = 255;
 

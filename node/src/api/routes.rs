@@ -70,8 +70,9 @@ pub async fn upload(State(s): Shared, headers: HeaderMap, body: Body) -> Result<
         .transpose()
         .map_err(ApiError::unprocessable)?;
     let filename = match headers.get(header::CONTENT_DISPOSITION) {
-        Some(value) => headers::disposition_filename(&headers::header_value_text(value.as_bytes()))
-            .map_err(ApiError::unprocessable)?,
+        Some(value) => {
+            headers::disposition_header_filename(value.as_bytes()).map_err(ApiError::unprocessable)?
+        }
         None => None,
     };
     let _slot = s.uploads.clone().try_acquire_owned().map_err(|_| {

@@ -45,7 +45,7 @@ fn output_in_dir(dir: &Path, response: &reqwest::Response, cid: &str) -> PathBuf
     let name = response
         .headers()
         .get(reqwest::header::CONTENT_DISPOSITION)
-        .and_then(|value| headers::disposition_filename(&headers::header_value_text(value.as_bytes())).ok())
+        .and_then(|value| headers::disposition_header_filename(value.as_bytes()).ok())
         .flatten()
         .and_then(|name| headers::safe_filename(&name));
     dir.join(name.unwrap_or_else(|| cid.to_string()))

@@ -43,6 +43,8 @@ pub mod cli;
 #[cfg(feature = "production")]
 pub mod identity;
 #[cfg(feature = "production")]
+pub mod reference;
+#[cfg(feature = "production")]
 pub mod services;
 
 /// The version of this build, as `neverust --version` prints it.

@@ -1,5 +1,6 @@
 //! The REST API (production): Archivist v1 compatible routes under `/api/archivist/v1`, plus
-//! `/health`, `/metrics`, our OpenAPI document and the `/api/v1/storage/*` aliases.
+//! `/health`, `/metrics`, our OpenAPI document, the `/api/v1/storage/*` aliases, and the web UI
+//! at `/` (`ui.rs`).
 //!
 //! Every error is JSON `{"error": "..."}` with the status that says what went wrong: 400 for a
 //! malformed CID or a broken upload, 404 for content not stored here, 408 for an upload that
@@ -16,6 +17,7 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,6 +123,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/storage/retrieve/{cid}", get(routes::download))
         .route("/api/v1/marketplace/list", post(market::add_availability))
         .route("/api/v1/marketplace/buy", post(market::buy))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

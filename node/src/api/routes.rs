@@ -462,7 +462,7 @@ pub async fn debug_info(State(s): Shared) -> Json<Value> {
         "spr": spr,
         "announceAddresses": announce,
         "reachability": reachability,
-        "ethAddress": null,
+        "ethAddress": s.market.as_ref().map(|m| m.marketplace().account().to_string()),
         "table": { "localNode": local, "nodes": nodes },
         "archivist": { "version": format!("neverust-{}", crate::VERSION), "revision": "", "contracts": "" },
     }))

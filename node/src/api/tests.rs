@@ -360,6 +360,8 @@ fn openapi_document_matches_the_router() {
         "/api/v1/storage/retrieve/{cid}",
         "/api/v1/marketplace/list",
         "/api/v1/marketplace/buy",
+        "/",
+        "/ui/{file}",
         "/health",
         "/metrics",
     ];

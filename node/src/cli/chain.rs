@@ -17,7 +17,8 @@ use crate::proofs::groth16::Verifier;
 
 /// The key of the first development account of Anvil (and Hardhat): public knowledge, funded
 /// on every fresh local chain; the deployer there unless a key is given.
-const LOCAL_DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub(super) const LOCAL_DEPLOYER_KEY: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// Archivist's deployed storage-proof verifying key (`SampleAndProve(32, 8, 5, 67, 5)`).
 const ARCHIVIST_VERIFYING_KEY: &str = include_str!("../proofs/fixtures/proof_main_verification_key.json");
 /// What `--fund` gives an account on a local chain.
@@ -110,10 +111,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let deployment = deploy::deploy(&chain, &config, verifier.to_chain(), args.token).await?;
     // Written before funding: whatever happens next, the contracts are not lost.
     write_deployment(&args.output, &deployment)?;
+    let test_token = args.token.is_none().then_some(deployment.token);
     for account in &args.fund {
-        chain.raw::<_, serde_json::Value>("anvil_setBalance", (*account, U256::from(FUND_ETHER_WEI))).await?;
-        if args.token.is_none() {
-            deploy::mint(&chain, deployment.token, *account, U256::from(FUND_TOKENS)).await?;
+        fund(&chain, test_token, *account).await?;
+        if test_token.is_some() {
             println!("funded {account} with ether and test tokens");
         } else {
             println!("funded {account} with ether (tokens of --token are not ours to mint)");
@@ -131,12 +132,26 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On a local chain, gives `account` 100 ether, and 1,000,000 of the test token when given it
+/// (the test token lets anyone mint).
+pub(super) async fn fund(
+    chain: &RpcChain,
+    test_token: Option<Address>,
+    account: Address,
+) -> anyhow::Result<()> {
+    chain.raw::<_, serde_json::Value>("anvil_setBalance", (account, U256::from(FUND_ETHER_WEI))).await?;
+    if let Some(token) = test_token {
+        deploy::mint(chain, token, account, U256::from(FUND_TOKENS)).await?;
+    }
+    Ok(())
+}
+
 fn write_deployment(path: &Path, deployment: &Deployment) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(deployment).expect("a deployment serialises") + "\n";
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn read_deployment(path: &Path) -> anyhow::Result<Deployment> {
+pub(super) fn read_deployment(path: &Path) -> anyhow::Result<Deployment> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the deployment {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a deployment file", path.display()))

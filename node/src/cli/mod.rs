@@ -1,7 +1,8 @@
-//! The command line (production): `neverust start | upload | download | deploy`.
+//! The command line (production): `neverust start | upload | download | deploy | proving-key | devnet`.
 
 mod chain;
 mod client;
+mod devnet;
 mod start;
 
 use std::net::IpAddr;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Make a proving key of the storage-proof circuit by a development setup (its toxic
     /// waste comes from a seed: for development networks and tests, never for real value).
     ProvingKey(ProvingKeyArgs),
+    /// Run a local network until Ctrl-C: Anvil, the contracts deployed, a bootstrap node, hosts
+    /// offering space and a validator on loopback, every account funded.
+    Devnet(devnet::DevnetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(args) => client::download(args).await,
         Command::Deploy(args) => chain::deploy(args).await,
         Command::ProvingKey(args) => proving_key(args),
+        Command::Devnet(args) => devnet::run(args).await,
     }
 }
 

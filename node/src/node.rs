@@ -77,6 +77,7 @@ impl Node {
     /// soon as it is connected once more.
     pub async fn start(ports: Ports, config: NodeConfig) -> Result<(Node, Recovery), StoreError> {
         let Ports { store, network, discovery, metrics, market } = ports;
+        crate::market::zero_state_gauges(&metrics.market);
         let recovery = store.recover().await?;
         let datasets = Datasets::new(store.clone(), config.compute, config.block_size_bytes, metrics.clone());
         let exchange = Exchange::start(network.clone(), store, config.engine, metrics.clone());

@@ -130,6 +130,8 @@ struct State {
     pending: BTreeMap<u64, (PeerId, oneshot::Sender<SlotMessage>)>,
     /// Slots seen missing, and since when; unplaced slots count as missing forever.
     missing_since: BTreeMap<(Cid, u32), Instant>,
+    /// Slots not live at the last check of each dataset this node leads (for the metrics).
+    short: BTreeMap<Cid, u32>,
     /// Slots of datasets protected here not yet seen held by anyone.
     unplaced: BTreeSet<(Cid, u32)>,
     /// Slots handed to a new host, and when.
@@ -159,6 +161,7 @@ impl Durability {
             next_request: 1,
             pending: BTreeMap::new(),
             missing_since: BTreeMap::new(),
+            short: BTreeMap::new(),
             unplaced: BTreeSet::new(),
             repairing: BTreeMap::new(),
             cut_off: false,
@@ -688,6 +691,7 @@ impl Durability {
             }
         }
         self.refresh_slot_gauge().await;
+        self.inner.state.lock().expect("durability state").short.retain(|cid, _| watched.contains_key(cid));
         for (cid, manifest) in watched {
             self.check(cid, &manifest).await;
         }
@@ -758,6 +762,11 @@ impl Durability {
             let mut state = self.inner.state.lock().expect("durability state");
             state.missing_since.retain(|(cid, _), _| *cid != manifest_cid);
             state.repairing.retain(|(cid, _), _| *cid != manifest_cid);
+            state.short.remove(&manifest_cid);
+            self.inner
+                .metrics
+                .dataset_live_slots_missing
+                .set(state.short.values().map(|&n| i64::from(n)).sum());
             return;
         }
         let mut live = 0u32;
@@ -781,6 +790,14 @@ impl Durability {
             .dataset_live_slots
             .get_or_create(&crate::metrics::DatasetLabels { dataset: cid_to_string(&manifest_cid) })
             .set(i64::from(live));
+        {
+            let mut state = self.inner.state.lock().expect("durability state");
+            state.short.insert(manifest_cid, layout.params.slots() - live);
+            self.inner
+                .metrics
+                .dataset_live_slots_missing
+                .set(state.short.values().map(|&n| i64::from(n)).sum());
+        }
 
         let now = Instant::now();
         let due: Vec<u32> = {

@@ -40,9 +40,9 @@ use self::availability::{
     Availability, AvailabilityError, AvailabilityId, AvailabilityPatch, NewAvailability,
 };
 use self::proving::SlotProver;
-use self::purchasing::Purchase;
+use self::purchasing::{Purchase, PurchaseState};
 use self::queue::{SLOT_QUEUE_MAX, SlotQueue};
-use self::sales::Sale;
+use self::sales::{Sale, SaleState};
 use self::validation::ValidatorConfig;
 use crate::chain::market::{Marketplace, RequestId, SlotId};
 use crate::chain::{ChainError, persist};
@@ -300,15 +300,17 @@ impl Market {
     fn refresh_gauges(&self) {
         let state = self.inner.state.lock().expect("market state");
         let metrics = &self.inner.metrics;
-        metrics.market.purchases.clear();
-        for purchase in state.purchases.values() {
-            metrics.market.purchases.get_or_create(&state_label(purchase.state.name())).inc();
+        for each in PurchaseState::ALL {
+            let count = state.purchases.values().filter(|p| p.state == each).count();
+            metrics.market.purchases.get_or_create(&state_label(each.name())).set(count as i64);
         }
-        metrics.market.sales.clear();
         let mut locked = alloy_primitives::U256::ZERO;
         for sale in state.sales.values() {
-            metrics.market.sales.get_or_create(&state_label(sale.state.name())).inc();
             locked += sale.collateral_locked();
+        }
+        for each in SaleState::ALL {
+            let count = state.sales.values().filter(|s| s.state == each).count();
+            metrics.market.sales.get_or_create(&state_label(each.name())).set(count as i64);
         }
         metrics.market.collateral_locked.set(tokens(locked));
     }
@@ -402,6 +404,17 @@ impl Market {
 /// A token amount as a metric's value.
 fn tokens(amount: alloy_primitives::U256) -> f64 {
     amount.to_string().parse().unwrap_or(f64::MAX)
+}
+
+/// Every state's gauge at 0, so `market_purchases` and `market_sales` have a series for each
+/// state from the start (also on a node without a chain), as dashboards and alerts expect.
+pub fn zero_state_gauges(metrics: &crate::metrics::MarketMetrics) {
+    for each in PurchaseState::ALL {
+        metrics.purchases.get_or_create(&state_label(each.name())).set(0);
+    }
+    for each in SaleState::ALL {
+        metrics.sales.get_or_create(&state_label(each.name())).set(0);
+    }
 }
 
 fn state_label(state: &str) -> crate::metrics::StateLabels {

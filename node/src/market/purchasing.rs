@@ -159,6 +159,17 @@ pub enum PurchaseState {
 }
 
 impl PurchaseState {
+    pub const ALL: [PurchaseState; 8] = [
+        PurchaseState::Pending,
+        PurchaseState::Submitted,
+        PurchaseState::Started,
+        PurchaseState::Finished,
+        PurchaseState::Cancelled,
+        PurchaseState::Failed,
+        PurchaseState::Errored,
+        PurchaseState::Unknown,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PurchaseState::Pending => "pending",

@@ -47,6 +47,23 @@ pub enum SaleState {
 }
 
 impl SaleState {
+    pub const ALL: [SaleState; 14] = [
+        SaleState::Preparing,
+        SaleState::SlotReserving,
+        SaleState::Downloading,
+        SaleState::InitialProving,
+        SaleState::Filling,
+        SaleState::Filled,
+        SaleState::Proving,
+        SaleState::Payout,
+        SaleState::Finished,
+        SaleState::Cancelled,
+        SaleState::Failed,
+        SaleState::Errored,
+        SaleState::Ignored,
+        SaleState::Unknown,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             SaleState::Preparing => "SalePreparing",

@@ -130,6 +130,9 @@ pub struct Metrics {
     pub repair_bytes: Counter,
     /// Slots of a protected dataset proven held at its last check, by dataset.
     pub dataset_live_slots: Family<DatasetLabels, Gauge>,
+    /// Slots not proven held at their dataset's last check, summed over the datasets this node
+    /// leads the checks of (0 when every slot is live, or nothing is checked here).
+    pub dataset_live_slots_missing: Gauge,
     pub blocks_sent: Counter,
     pub blocks_received: Counter,
     pub block_bytes_sent: Counter,
@@ -169,6 +172,7 @@ impl Metrics {
         let repairs_failed = Counter::default();
         let repair_bytes = Counter::default();
         let dataset_live_slots = Family::<DatasetLabels, Gauge>::default();
+        let dataset_live_slots_missing = Gauge::default();
         let blocks_sent = Counter::default();
         let blocks_received = Counter::default();
         let block_bytes_sent = Counter::default();
@@ -225,6 +229,11 @@ impl Metrics {
             "Slots of a protected dataset proven held at its last check (redundancy left: live - K)",
             dataset_live_slots.clone(),
         );
+        registry.register(
+            "dataset_live_slots_missing",
+            "Slots not proven held at their last check, over the datasets this node checks (alert when above 0)",
+            dataset_live_slots_missing.clone(),
+        );
         registry.register("blocks_sent", "Blocks sent to peers", blocks_sent.clone());
         registry.register("blocks_received", "Verified blocks received from peers", blocks_received.clone());
         registry.register("block_bytes_sent", "Block bytes sent to peers", block_bytes_sent.clone());
@@ -263,6 +272,7 @@ impl Metrics {
             repairs_failed,
             repair_bytes,
             dataset_live_slots,
+            dataset_live_slots_missing,
         }
     }
 

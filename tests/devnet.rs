@@ -1,6 +1,7 @@
 //! `neverust devnet` as a person runs it: the real binary starts Anvil, deploys the contracts and
 //! five nodes; the README's tour works against it (upload on the bootstrap node, a storage
-//! request that three hosts fill with proofs, the data back byte for byte); SIGTERM stops every
+//! request that three hosts fill with proofs, two requests at once, a dataset too small to prove
+//! refused, the data back byte for byte); SIGTERM stops every
 //! process it started; started again from the same `--dir`, the network comes back with its
 //! data, its chain and its purchase.
 
@@ -127,20 +128,44 @@ fn devnet_comes_up_serves_the_tour_stops_and_comes_back() {
     // The README's tour: store a file, request storage for it, watch the request start.
     let data = random(300_000, 9);
     let client = reqwest::blocking::Client::new();
-    let cid = client.post(format!("{api}/data")).body(data.clone()).send().unwrap().text().unwrap();
+    let upload =
+        |data: &[u8]| client.post(format!("{api}/data")).body(data.to_vec()).send().unwrap().text().unwrap();
+    let cid = upload(&data);
     let request = json!({"duration": 3600, "pricePerBytePerSecond": "1", "proofProbability": "1",
                          "collateralPerByte": "1", "expiry": 300, "nodes": 3, "tolerance": 1});
-    let response = client.post(format!("{api}/storage/request/{cid}")).json(&request).send().unwrap();
-    assert!(response.status().is_success(), "{}", response.text().unwrap());
-    let id = response.text().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while purchase_state(&api, &id) != "started" {
-        assert!(Instant::now() < deadline, "request {id} did not start: {}", purchase_state(&api, &id));
-        std::thread::sleep(Duration::from_millis(500));
+    let request_storage =
+        |cid: &str| client.post(format!("{api}/storage/request/{cid}")).json(&request).send().unwrap();
+
+    // A dataset too small to give each data slot two blocks cannot be proven: refused at once.
+    let response = request_storage(&upload(&random(100_000, 10)));
+    assert_eq!(response.status().as_u16(), 422);
+    assert!(response.text().unwrap().contains("too few"));
+
+    // Two requests at once (of the same price): both are submitted and start.
+    let other = random(300_000, 11);
+    let other_cid = upload(&other);
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let requests = [&cid, &other_cid].map(|cid| scope.spawn(|| request_storage(cid)));
+        requests
+            .into_iter()
+            .map(|r| {
+                let response = r.join().unwrap();
+                assert!(response.status().is_success(), "{}", response.text().unwrap());
+                response.text().unwrap()
+            })
+            .collect()
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for id in &ids {
+        while purchase_state(&api, id) != "started" {
+            assert!(Instant::now() < deadline, "request {id} did not start: {}", purchase_state(&api, id));
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
+    let id = ids[0].clone();
     for host in &nodes[1..4] {
         let sales = get(&format!("{}/sales/slots", host["api"].as_str().unwrap()));
-        assert_eq!(sales.as_array().unwrap().len(), 1, "each host filled one slot: {sales}");
+        assert_eq!(sales.as_array().unwrap().len(), 2, "each host filled one slot of each request: {sales}");
     }
     let copy = client.get(format!("{api}/data/{cid}")).send().unwrap().bytes().unwrap();
     assert!(copy == data, "the file downloads byte for byte");

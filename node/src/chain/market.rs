@@ -119,6 +119,10 @@ pub struct Marketplace {
     address: Address,
     token: Address,
     config: MarketplaceConfig,
+    /// Held from reading the allowance to the transaction that spends it, so two spends at
+    /// once (two storage requests, two fills) cannot both approve from the same allowance and
+    /// leave one of them short.
+    spending: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Marketplace {
@@ -140,12 +144,12 @@ impl Marketplace {
         if chain.code(token).await?.is_empty() {
             return Err(ChainError::NoContract(token));
         }
-        Ok(Marketplace { chain, address, token, config })
+        Ok(Marketplace { chain, address, token, config, spending: Arc::default() })
     }
 
     /// The same marketplace, for another account.
     pub fn with_chain(&self, chain: Arc<dyn Chain>) -> Marketplace {
-        Marketplace { chain, ..self.clone() }
+        Marketplace { chain, spending: Arc::default(), ..self.clone() }
     }
 
     pub fn chain(&self) -> &Arc<dyn Chain> {
@@ -199,7 +203,8 @@ impl Marketplace {
         view(&*self.chain, self.token, TestToken::balanceOfCall { account: who }).await
     }
 
-    /// Lets the marketplace take `amount` more of this account's tokens.
+    /// Lets the marketplace take `amount` more of this account's tokens. Callers that spend
+    /// the allowance hold `spending` until they have.
     pub async fn approve(&self, amount: U256) -> Result<(), ChainError> {
         let allowance = TestToken::allowanceCall { owner: self.account(), spender: self.address };
         let current = view(&*self.chain, self.token, allowance).await?;
@@ -217,6 +222,7 @@ impl Marketplace {
 
     /// Approves the request's price and submits it; its id.
     pub async fn request_storage(&self, request: &Request) -> Result<RequestId, ChainError> {
+        let _spending = self.spending.lock().await;
         self.approve(max_price(&request.ask)).await?;
         self.transact(M::requestStorageCall { request: request.clone() }, padding::DEFAULT).await?;
         Ok(request_id(request))
@@ -262,6 +268,7 @@ impl Marketplace {
         } else {
             collateral
         };
+        let _spending = self.spending.lock().await;
         self.approve(due).await?;
         self.transact(M::fillSlotCall { requestId: id, slotIndex: slot_index, proof }, padding::FILL_SLOT)
             .await
@@ -293,6 +300,7 @@ impl Marketplace {
         let active = self.view(M::getActiveSlotCall { slotId: slot }).await?;
         let missing =
             collateral_per_slot(&active.request.ask).saturating_sub(self.current_collateral(slot).await?);
+        let _spending = self.spending.lock().await;
         self.approve(missing).await?;
         self.transact(M::topUpCollateralCall { slotId: slot }, padding::DEFAULT).await
     }

@@ -71,6 +71,10 @@ pub enum RequestError {
     TooManySlots { nodes: u64, max: u64 },
     #[error("dataset {0} is not stored on this node")]
     UnknownDataset(String),
+    #[error(
+        "the dataset's {blocks} blocks are too few for {k} data slots: a slot would hold fewer than 2 blocks, which storage proofs need (ask for fewer nodes, or store a larger dataset)"
+    )]
+    SlotTooSmall { blocks: u64, k: u64 },
     #[error("dataset {0} is already erasure-coded: request storage for the original dataset")]
     AlreadyProtected(String),
     #[error("the request costs {price} tokens; the account {account} has {balance}")]
@@ -91,6 +95,10 @@ pub struct CheckedParams {
     pub k: u64,
     pub m: u64,
 }
+
+/// Fewest blocks a slot may have: the storage-proof circuit folds a slot's block tree from two
+/// leaves up (`proofs::input`).
+pub const MIN_SLOT_BLOCKS: u64 = 2;
 
 /// Most slots a request may have (the proof circuit's dataset tree holds 2^8).
 pub const MAX_SLOTS: u64 = 256;
@@ -236,6 +244,41 @@ impl Market {
         let market = &self.inner.marketplace;
         let checked = params.check(market.config().requestDurationLimit)?;
         let text = cid_to_string(&cid);
+        // What the request costs, and whether its slots can be proven, before any erasure
+        // coding: a refused request leaves nothing behind.
+        let original = match self.inner.datasets.get(cid).await {
+            Ok(Some(original)) => original.manifest,
+            Ok(None) => return Err(RequestError::UnknownDataset(text).into()),
+            Err(e) => return Err(RequestError::Protect(e.to_string()).into()),
+        };
+        if original.protected() {
+            return Err(RequestError::AlreadyProtected(text).into());
+        }
+        let params = crate::erasure::Params::new(checked.k as u32, checked.m as u32)
+            .map_err(|e| RequestError::Protect(e.to_string()))?;
+        let steps = crate::erasure::Layout::new(params, original.blocks_count()).steps;
+        if steps < MIN_SLOT_BLOCKS {
+            return Err(RequestError::SlotTooSmall { blocks: original.blocks_count(), k: checked.k }.into());
+        }
+        let ask = Ask {
+            proofProbability: checked.proof_probability,
+            pricePerBytePerSecond: checked.price_per_byte_per_second,
+            collateralPerByte: checked.collateral_per_byte,
+            slots: checked.k + checked.m,
+            slotSize: steps * u64::from(original.block_size_bytes),
+            duration: checked.duration,
+            maxSlotLoss: checked.m,
+        };
+        let price = max_price(&ask);
+        let balance = market.token_balance(market.account()).await?;
+        if balance < price {
+            return Err(RequestError::InsufficientFunds {
+                price,
+                account: market.account().to_string(),
+                balance,
+            }
+            .into());
+        }
         let dataset = match self.inner.datasets.protect(cid, checked.k as u32, checked.m as u32).await {
             Ok(dataset) => dataset,
             Err(ProtectError::NotFound(_)) => return Err(RequestError::UnknownDataset(text).into()),
@@ -259,31 +302,20 @@ impl Market {
             rand::RngCore::fill_bytes(self.inner.state.lock().expect("market state").rng.rng(), &mut bytes);
             B256::from(bytes)
         };
+        if layout.steps != steps {
+            return Err(RequestError::Protect(format!(
+                "the protected dataset has {} blocks a slot, not the {steps} its layout gives",
+                layout.steps
+            ))
+            .into());
+        }
         let request = Request {
             client: market.account(),
-            ask: Ask {
-                proofProbability: checked.proof_probability,
-                pricePerBytePerSecond: checked.price_per_byte_per_second,
-                collateralPerByte: checked.collateral_per_byte,
-                slots: checked.k + checked.m,
-                slotSize: layout.steps * u64::from(dataset.manifest.block_size_bytes),
-                duration: checked.duration,
-                maxSlotLoss: checked.m,
-            },
+            ask,
             content: Content { cid: dataset.cid.to_bytes().into(), merkleRoot: B256::from(root) },
             expiry: checked.expiry,
             nonce,
         };
-        let price = max_price(&request.ask);
-        let balance = market.token_balance(market.account()).await?;
-        if balance < price {
-            return Err(RequestError::InsufficientFunds {
-                price,
-                account: market.account().to_string(),
-                balance,
-            }
-            .into());
-        }
         let id = request_id(&request);
         let purchase = Purchase {
             request_id: id,

@@ -257,7 +257,8 @@
       const last = known.length ? known[known.length - 1] : undefined;
       chart.el.now.textContent = last === undefined ? "–" : chart.fmt(last);
       const max = Math.max(1e-9, ...known);
-      const n = Math.max(2, HISTORY);
+      // The samples so far span the width (the chart fills from the first sample on).
+      const n = Math.max(2, values.length);
       const pts = [];
       values.forEach((v, i) => {
         if (v === undefined || !isFinite(v)) return;

@@ -164,7 +164,16 @@
     return encodeURIComponent(text).replace(/['()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
   }
 
-  const baseName = (name) => String(name || "").split(/[\\/]/).pop();
+  /** A stored filename as a file may be named here: the node's own rule (`safe_filename` in
+   *  node/src/api/headers.rs): the last path component, no control characters, no trailing dots
+   *  or spaces, at most 255 bytes; "" when nothing is left (the node's download header decides). */
+  function safeFilename(name) {
+    let base = String(name || "").split(/[\\/]/).pop()
+      .replace(/[\u0000-\u001f\u007f-\u009f]/g, "").trim().replace(/[. ]+$/, "");
+    const utf8 = new TextEncoder();
+    while (utf8.encode(base).length > 255) base = Array.from(base).slice(0, -1).join("");
+    return base;
+  }
 
   // ---------------------------------------------------------------- metrics
 
@@ -405,7 +414,7 @@
     const actions = h("div", { class: "dataset-actions" },
       h("a", {
         class: "button small", testid: "dataset-download", href: `${API}/data/${encodeURIComponent(item.cid)}`,
-        download: baseName(m.filename), "aria-label": `Download ${name}`, text: "Download",
+        download: safeFilename(m.filename), "aria-label": `Download ${name}`, text: "Download",
       }),
       detailsToggle,
     );

@@ -10,6 +10,7 @@
 //!   the compute port.
 //! - `circom` (production builds): proving with circom-compiled circuits (`.r1cs`, snarkjs
 //!   `.zkey`, the `.wasm` witness generator run in wasmi).
+//! - [`msm`]: multi-scalar multiplication for the prover (Pippenger, batched affine buckets).
 //! - [`groth16`]: keys and proofs in the forms they travel in (snarkjs JSON files, the
 //!   marketplace's `Groth16Proof` struct, uint256 public inputs), and verification.
 //! - [`poseidon2_gadget`]: Archivist's Poseidon2 (permutation, sponge, keyed compression)
@@ -22,6 +23,7 @@ pub mod circom;
 pub mod circuit;
 pub mod groth16;
 pub mod input;
+pub mod msm;
 pub mod poseidon2_gadget;
 pub mod prover;
 pub mod proving;

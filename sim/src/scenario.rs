@@ -374,9 +374,9 @@ pub struct Nodes {
 }
 
 /// Measured with `benches/proofs.rs` on a 2-core machine: 89,269 constraints (5 samples)
-/// proven in 2.65 s.
+/// proven in 0.99 s.
 fn default_prove_rate() -> u64 {
-    34_000
+    90_000
 }
 
 fn default_hash_rate() -> ByteSize {

@@ -7,12 +7,15 @@
 //! the verifier's `VerifyingKey`: `uint256`s, `Fp2Element { real, imag }`). Every conversion
 //! into arkworks checks that coordinates lie in the field and points on the curve and in the
 //! right subgroup, so a malformed key or proof is an error, never a panic.
+//!
+//! [`create_proof`] makes a proof from a satisfied assignment with the project's own
+//! multi-scalar multiplication ([`super::msm`]), the witness map running beside it.
 
 use alloy_primitives::U256;
 use ark_bn254::{Bn254, Fq, Fq2, Fr, G1Affine, G2Affine};
-use ark_ec::AffineRepr;
+use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{BigInt, PrimeField};
-use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, VerifyingKey, prepare_verifying_key};
+use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey, prepare_verifying_key};
 use serde::Deserialize;
 
 use crate::chain::contracts::{Groth16Verifier, Marketplace};
@@ -87,6 +90,42 @@ impl Verifier {
             ic: key.gamma_abc_g1.iter().map(g1_to_chain_verifier).collect(),
         }
     }
+}
+
+/// A Groth16 proof under `key` for a satisfied `assignment` (the constant one, the
+/// `public_count` public inputs, then the private variables), blinded by `r` and `s`.
+/// `witness_map` computes h, the quotient polynomial's coefficients, in the form `key`'s H
+/// query was made for (libsnark's reduction or circom's). The five multi-scalar
+/// multiplications and the witness map run side by side; each also uses every core.
+pub fn create_proof(
+    key: &ProvingKey<Bn254>,
+    r: Fr,
+    s: Fr,
+    assignment: &[Fr],
+    public_count: usize,
+    witness_map: impl FnOnce() -> Vec<Fr> + Send,
+) -> Proof<Bn254> {
+    use super::msm::msm;
+    let scalars: Vec<BigInt<4>> = assignment[1..].iter().map(|x| x.into_bigint()).collect();
+    let private = &scalars[public_count..];
+    let h_sum = || {
+        let h: Vec<BigInt<4>> = witness_map().iter().map(|x| x.into_bigint()).collect();
+        msm(&key.h_query, &h)
+    };
+    let (h_sum, (l_sum, (a_sum, (b1_sum, b2_sum)))) = ark_std::cfg_join!(h_sum, || ark_std::cfg_join!(
+        || msm(&key.l_query, private),
+        || ark_std::cfg_join!(|| msm(&key.a_query[1..], &scalars), || ark_std::cfg_join!(
+            || msm(&key.b_g1_query[1..], &scalars),
+            || msm(&key.b_g2_query[1..], &scalars)
+        ))
+    ));
+    // A = α + Σ aᵢ·Aᵢ(τ) + r·δ, B = β + Σ aᵢ·Bᵢ(τ) + s·δ (in G1 and G2),
+    // C = Σ private aᵢ·Lᵢ + h(τ)t(τ)/δ + s·A + r·B - r·s·δ.
+    let a = a_sum + key.a_query[0] + key.vk.alpha_g1 + key.delta_g1 * r;
+    let b1 = b1_sum + key.b_g1_query[0] + key.beta_g1 + key.delta_g1 * s;
+    let b2 = b2_sum + key.b_g2_query[0] + key.vk.beta_g2 + key.vk.delta_g2 * s;
+    let c = l_sum + h_sum + a * s + b1 * r - key.delta_g1 * (r * s);
+    Proof { a: a.into_affine(), b: b2.into_affine(), c: c.into_affine() }
 }
 
 #[derive(Deserialize)]

@@ -8,12 +8,42 @@
 //! and multiplications by constants are free; each product costs one constraint, so an S-box
 //! (x⁵) costs three and a permutation 8·3·3 + 56·3 = 240.
 
+use std::cell::RefCell;
+
 use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, Field};
 use ark_relations::gr1cs::{ConstraintSystemRef, LinearCombination, SynthesisError, Variable};
 
 use crate::merkle::poseidon2::{round_constants, sponge_iv};
 use crate::merkle::tree::Key;
+
+thread_local! {
+    /// While [`with_rows`] runs: the values of each constraint's A and B sides, in order, and
+    /// whether every constraint had them.
+    static ROWS: RefCell<Option<(Vec<[Fr; 2]>, bool)>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (a circuit's synthesis with values) and returns, with its result, the values
+/// of each constraint's A and B sides in the order the constraints were made (C is their
+/// product): all a prover's witness map needs, without building the constraint matrices.
+/// `None` when a constraint was made without values (a synthesis for a setup).
+pub fn with_rows<T>(build: impl FnOnce() -> T) -> (T, Option<Vec<[Fr; 2]>>) {
+    let outer = ROWS.replace(Some((Vec::new(), true)));
+    let result = build();
+    let rows = ROWS.replace(outer).and_then(|(rows, complete)| complete.then_some(rows));
+    (result, rows)
+}
+
+fn record_row(a: Option<Fr>, b: Option<Fr>) {
+    ROWS.with_borrow_mut(|rows| {
+        if let Some((rows, complete)) = rows {
+            match a.zip(b) {
+                Some(row) => rows.push(row.into()),
+                None => *complete = false,
+            }
+        }
+    });
+}
 
 /// A field element in a circuit.
 #[derive(Clone, Debug)]
@@ -80,6 +110,7 @@ impl Num {
         }
         let product = Num::witness(cs, self.value.zip(other.value).map(|(a, b)| a * b))?;
         cs.enforce_r1cs_constraint(|| self.lc.clone(), || other.lc.clone(), || product.lc.clone())?;
+        record_row(self.value, other.value);
         Ok(product)
     }
 
@@ -89,7 +120,9 @@ impl Num {
             || self.lc.clone(),
             || LinearCombination::from(Variable::One),
             || other.lc.clone(),
-        )
+        )?;
+        record_row(self.value, Some(Fr::ONE));
+        Ok(())
     }
 }
 

@@ -11,15 +11,20 @@
 use std::path::Path;
 
 use ark_bn254::{Bn254, Fr};
+use ark_ff::{AdditiveGroup, FftField, Field, UniformRand};
 use ark_groth16::{Groth16, Proof, ProvingKey};
-use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, SynthesisMode};
+use ark_poly::{EvaluationDomain, GeneralEvaluationDomain};
+use ark_relations::gr1cs::{
+    ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, SynthesisError, SynthesisMode,
+};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use ark_snark::SNARK;
 use ark_std::rand::{SeedableRng, rngs::StdRng};
 use sha2::{Digest, Sha256};
 
 use super::circuit::{InputError, Params, ProofInput, StorageProofCircuit};
-use super::groth16::Verifier;
+use super::groth16::{Verifier, create_proof};
+use super::poseidon2_gadget::with_rows;
 
 const MAGIC: &[u8] = b"neverust-groth16-proving-key v1\n";
 
@@ -77,9 +82,38 @@ impl Prover {
     /// proof the chain would reject.
     pub fn prove(&self, input: &ProofInput, randomness: [u8; 32]) -> Result<Proof<Bn254>, ProverError> {
         input.check(&self.params)?;
+        let synthesis = |e: SynthesisError| ProverError::Synthesis(e.to_string());
+        // Values only: the constraint matrices are not built, the witness map takes each
+        // constraint's A and B values as the circuit records them.
+        let cs = ConstraintSystem::<Fr>::new_ref();
+        cs.set_optimization_goal(OptimizationGoal::Constraints);
+        cs.set_mode(SynthesisMode::Prove { construct_matrices: false, generate_lc_assignments: false });
         let circuit = StorageProofCircuit::assigned(self.params, input)?;
-        let proof = Groth16::<Bn254>::prove(&self.key, circuit, &mut StdRng::from_seed(randomness))
-            .map_err(|e| ProverError::Synthesis(e.to_string()))?;
+        let (built, rows) = with_rows(|| circuit.generate_constraints(cs.clone()));
+        built.map_err(synthesis)?;
+        let rows = rows.ok_or_else(|| ProverError::Synthesis("a constraint without values".into()))?;
+        let assignment = {
+            let cs = cs.borrow().ok_or_else(|| ProverError::Synthesis("constraint system in use".into()))?;
+            let missing = |_| ProverError::Synthesis("assignment missing".into());
+            [cs.instance_assignment().map_err(missing)?, cs.witness_assignment().map_err(missing)?].concat()
+        };
+        let public_count = cs.num_instance_variables() - 1;
+        drop(cs);
+        let key = &self.key;
+        let domain = GeneralEvaluationDomain::<Fr>::new(rows.len() + public_count + 1);
+        if assignment.len() != key.a_query.len() || domain.map(|d| d.size()) != Some(key.h_query.len() + 1) {
+            return Err(ProverError::Synthesis(format!(
+                "the circuit ({} constraints, {} variables) is not the proving key's",
+                rows.len(),
+                assignment.len()
+            )));
+        }
+        // r and s drawn as arkworks' `Groth16::prove` draws them.
+        let mut rng = StdRng::from_seed(randomness);
+        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+        let proof = create_proof(key, r, s, &assignment, public_count, || {
+            quotient(&rows, &assignment[..=public_count])
+        });
         if !self.verify(&input.public_inputs(), &proof) {
             return Err(ProverError::Unsatisfied);
         }
@@ -156,6 +190,49 @@ fn key_file_error(path: &Path, reason: String) -> ProverError {
 /// The SHA-256 of a key file, in lowercase hex.
 pub fn key_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The coefficients of h = (A·B - C) / Z over the circuit's domain, as libsnark's reduction
+/// (arkworks' `LibsnarkReduction`) computes them, from each constraint's A and B values
+/// (`rows`; C = A·B when the assignment satisfies them) and the public inputs with the
+/// constant one (`inputs`: the domain's last rows, `input · 0 = 0`).
+fn quotient(rows: &[[Fr; 2]], inputs: &[Fr]) -> Vec<Fr> {
+    use ark_std::{cfg_iter, cfg_iter_mut};
+    #[cfg(feature = "parallel")]
+    use rayon::prelude::*;
+    let domain =
+        GeneralEvaluationDomain::<Fr>::new(rows.len() + inputs.len()).expect("checked against the key");
+    let size = domain.size();
+    let column = |side: usize| {
+        let mut values: Vec<Fr> = cfg_iter!(rows).map(|row| row[side]).collect();
+        if side == 0 {
+            values.extend_from_slice(inputs);
+        }
+        values.resize(size, Fr::ZERO);
+        values
+    };
+    let mut c: Vec<Fr> = cfg_iter!(rows).map(|[a, b]| *a * b).collect();
+    c.resize(size, Fr::ZERO);
+    let coset = domain.get_coset(Fr::GENERATOR).expect("BN254's domains have cosets");
+    let on_coset = |mut values: Vec<Fr>| {
+        domain.ifft_in_place(&mut values);
+        coset.fft_in_place(&mut values);
+        values
+    };
+    let (mut ab, c) = ark_std::cfg_join!(
+        || {
+            let (a, b) = ark_std::cfg_join!(|| on_coset(column(0)), || on_coset(column(1)));
+            domain.mul_polynomials_in_evaluation_domain(&a, &b)
+        },
+        || on_coset(c)
+    );
+    let vanishing_inverse = domain
+        .evaluate_vanishing_polynomial(Fr::GENERATOR)
+        .inverse()
+        .expect("the generator is off the domain");
+    cfg_iter_mut!(ab).zip(c).for_each(|(ab, c)| *ab = (*ab - c) * vanishing_inverse);
+    coset.ifft_in_place(&mut ab);
+    ab
 }
 
 /// Whether `input` satisfies the circuit of `params` (a full synthesis with values, no proof).

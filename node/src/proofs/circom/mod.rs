@@ -11,7 +11,8 @@ mod zkey;
 use std::path::Path;
 
 use ark_bn254::{Bn254, Fr};
-use ark_groth16::{Groth16, Proof};
+use ark_groth16::Proof;
+use ark_groth16::r1cs_to_qap::R1CSToQAP;
 use ark_poly::{EvaluationDomain, GeneralEvaluationDomain};
 use ark_std::UniformRand;
 use ark_std::rand::{SeedableRng, rngs::StdRng};
@@ -21,7 +22,7 @@ pub use self::r1cs::R1cs;
 pub use self::reduction::CircomReduction;
 pub use self::witness::WitnessCalculator;
 pub use self::zkey::Zkey;
-use super::groth16::Verifier;
+use super::groth16::{Verifier, create_proof};
 use super::prover::key_hash;
 
 /// Why circom artifacts could not be read or a proof made.
@@ -129,16 +130,23 @@ impl CircomProver {
         let witness = self.witness(inputs)?;
         let mut rng = StdRng::from_seed(randomness);
         let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
-        let proof = Groth16::<Bn254, CircomReduction>::create_proof_with_reduction_and_matrices(
-            &self.zkey.key,
-            r,
-            s,
-            &self.r1cs.matrices,
-            self.r1cs.public + 1,
-            self.r1cs.constraints(),
-            &witness,
-        )
-        .map_err(|e| CircomError::Proving(e.to_string()))?;
+        let (public_count, constraints) = (self.r1cs.public, self.r1cs.constraints());
+        let mut failure = None;
+        let proof = create_proof(&self.zkey.key, r, s, &witness, public_count, || {
+            CircomReduction::witness_map_from_matrices::<Fr, GeneralEvaluationDomain<Fr>>(
+                &self.r1cs.matrices,
+                public_count + 1,
+                constraints,
+                &witness,
+            )
+            .unwrap_or_else(|e| {
+                failure = Some(e);
+                Vec::new()
+            })
+        });
+        if let Some(e) = failure {
+            return Err(CircomError::Proving(e.to_string()));
+        }
         let public = witness[1..=self.r1cs.public].to_vec();
         if !self.verifier.verify(&public, &proof) {
             return Err(CircomError::Proving("the proof does not verify under the zkey's key".into()));

@@ -37,6 +37,22 @@ fn the_test_circuit_proves_and_verifies() {
 
     let (public, proof) = prover.prove(&input(), [1; 32]).unwrap();
     assert_eq!(public, vec![Fr::from(3u64), Fr::from(4_384_052_878_969u64), Fr::from(2u64)]);
+    // Our MSMs and witness map make arkworks' proof, bit for bit, from the same r and s.
+    let witness = prover.witness(&input()).unwrap();
+    let mut rng = StdRng::from_seed([1; 32]);
+    let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+    let by_arkworks =
+        ark_groth16::Groth16::<Bn254, CircomReduction>::create_proof_with_reduction_and_matrices(
+            &prover.zkey.key,
+            r,
+            s,
+            &prover.r1cs.matrices,
+            prover.r1cs.public + 1,
+            prover.r1cs.constraints(),
+            &witness,
+        )
+        .unwrap();
+    assert_eq!(proof, by_arkworks);
     assert!(snarkjs_key.verify(&public, &proof));
     let mut other = public.clone();
     other[2] = Fr::from(3u64);

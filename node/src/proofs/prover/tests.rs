@@ -15,6 +15,10 @@ fn archivist_input_proves_and_verifies() {
     let proof = prover.prove(&input, [1; 32]).unwrap();
     let inputs = input.public_inputs();
     assert!(prover.verify(&inputs, &proof));
+    // Our MSMs and witness map make arkworks' proof, bit for bit, from the same randomness.
+    let circuit = StorageProofCircuit::assigned(Params::ARCHIVIST, &input).unwrap();
+    let by_arkworks = Groth16::<Bn254>::prove(&prover.key, circuit, &mut StdRng::from_seed([1; 32])).unwrap();
+    assert_eq!(proof, by_arkworks);
     assert!(prover.verifier().verify(&inputs, &proof_from_chain(&proof_to_chain(&proof)).unwrap()));
     for changed in 0..3 {
         let mut other = inputs;
@@ -57,4 +61,41 @@ fn malformed_key_files_are_refused() {
     assert_eq!(Prover::from_bytes(&longer).err().unwrap(), "1 bytes after the key");
     let other = Prover::development_setup(Params::ARCHIVIST.with_samples(1), 2).unwrap();
     assert_ne!(other.key_hash(), prover.key_hash());
+
+    // A one-sample key whose header claims five samples loads (the header is trusted with
+    // the file's hash), but proving with it is refused before any work on the key.
+    let header_end = MAGIC.len() + bytes[MAGIC.len()..].iter().position(|&b| b == b'\n').unwrap();
+    let mut relabelled = MAGIC.to_vec();
+    relabelled.extend(serde_json::to_vec(&Params::ARCHIVIST).unwrap());
+    relabelled.extend(&bytes[header_end..]);
+    let mislabelled = Prover::from_bytes(&relabelled).unwrap();
+    let error = mislabelled.prove(&archivist_input(), [1; 32]).unwrap_err().to_string();
+    assert!(error.contains("is not the proving key's"), "{error}");
+}
+
+/// The witness map from the rows the circuit records (each constraint's A and B values)
+/// equals arkworks' from the constraint matrices; a setup's synthesis records none.
+#[test]
+fn quotient_from_recorded_rows_equals_the_matrix_witness_map() {
+    use ark_groth16::r1cs_to_qap::{LibsnarkReduction, R1CSToQAP};
+    let input = archivist_input();
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    cs.set_optimization_goal(OptimizationGoal::Constraints);
+    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: false });
+    let circuit = StorageProofCircuit::assigned(Params::ARCHIVIST, &input).unwrap();
+    let (built, rows) = with_rows(|| circuit.generate_constraints(cs.clone()));
+    built.unwrap();
+    cs.finalize();
+    let rows = rows.unwrap();
+    assert_eq!(rows.len(), cs.num_constraints());
+    let inputs = cs.borrow().unwrap().instance_assignment().unwrap().to_vec();
+    let expected = LibsnarkReduction::witness_map::<Fr, GeneralEvaluationDomain<Fr>>(cs.clone()).unwrap();
+    assert_eq!(quotient(&rows, &inputs), expected);
+
+    let setup = ConstraintSystem::<Fr>::new_ref();
+    setup.set_mode(SynthesisMode::Setup);
+    let (built, rows) =
+        with_rows(|| StorageProofCircuit::shape(Params::ARCHIVIST).generate_constraints(setup));
+    built.unwrap();
+    assert!(rows.is_none());
 }

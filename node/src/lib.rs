@@ -45,6 +45,8 @@ pub mod identity;
 #[cfg(feature = "production")]
 pub mod reference;
 #[cfg(feature = "production")]
+pub mod secret_file;
+#[cfg(feature = "production")]
 pub mod services;
 
 /// The version of this build, as `neverust --version` prints it.

@@ -545,26 +545,8 @@ fn nonce_taken(message: &str) -> bool {
 /// Reads the account's private key (hex, optionally `0x`-prefixed) from `path`, which only
 /// its owner may read.
 pub fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| ChainError::Key(format!("{}: {e}", path.display())))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(ChainError::Key(format!(
-                "{} can be read by others (mode {:o}): run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            )));
-        }
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ChainError::Key(format!("{}: {e}", path.display())))?;
-    text.trim()
-        .parse::<PrivateKeySigner>()
+    let text = crate::secret_file::read(path).map_err(ChainError::Key)?;
+    text.parse::<PrivateKeySigner>()
         .map_err(|e| ChainError::Key(format!("{}: not a private key in hex: {e}", path.display())))
 }
 
@@ -580,15 +562,7 @@ pub fn read_or_create_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
     }
     // A production-only path: the key comes from the OS's randomness.
     let key = PrivateKeySigner::random();
-    let text = format!("0x{}\n", alloy::hex::encode(key.to_bytes()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file =
-        options.open(path).map_err(|e| ChainError::Key(format!("creating {}: {e}", path.display())))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| ChainError::Key(format!("writing {}: {e}", path.display())))?;
+    crate::secret_file::create(path, &format!("0x{}\n", alloy::hex::encode(key.to_bytes())))
+        .map_err(ChainError::Key)?;
     Ok(key)
 }

@@ -16,6 +16,19 @@ use crate::net::PeerId;
 
 /// Most leaf digests asked for or answered in one message (32 bytes each: 256 KiB).
 pub const DIGESTS_MAX: u32 = 8192;
+/// Most slot numbers in one list of `HoldingsAre` (a dataset has at most this many slots).
+pub const SLOTS_MAX: usize = crate::erasure::MAX_SLOTS as usize;
+/// Most cells in one `Proof` (a challenge samples [`super::SAMPLES`]).
+pub const CELLS_MAX: usize = 64;
+/// Most bytes of a cell (Archivist's 2 KiB proof cell).
+pub const CELL_BYTES_MAX: usize = crate::merkle::poseidon2::CELL_SIZE_BYTES;
+/// Most nodes of a cell's path: its block's tree, then the slot's (2^64 cells at most).
+pub const PATH_NODES_MAX: usize = 64;
+/// Most source peers a `Hold` names, and the most bytes of each peer ID.
+pub const SOURCES_MAX: usize = 64;
+pub const PEER_ID_BYTES_MAX: usize = 128;
+/// Most bytes of a `Held` error text.
+pub const ERROR_BYTES_MAX: usize = 1024;
 
 /// One message of the durability protocol. Requests carry an id their answer repeats.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +71,26 @@ pub enum SlotWireError {
     Field(&'static str),
     #[error("unknown message kind {0}")]
     Kind(u64),
+    /// A repeated field holds more entries, or a field more bytes, than the protocol needs.
+    #[error("field {field}: more than {max}")]
+    TooLarge { field: &'static str, max: usize },
+}
+
+/// Pushes `value` onto `list` unless it already holds `max` entries.
+fn push_capped<T>(list: &mut Vec<T>, value: T, field: &'static str, max: usize) -> Result<(), SlotWireError> {
+    if list.len() >= max {
+        return Err(SlotWireError::TooLarge { field, max });
+    }
+    list.push(value);
+    Ok(())
+}
+
+/// `bytes` unless longer than `max`.
+fn capped<'a>(bytes: &'a [u8], field: &'static str, max: usize) -> Result<&'a [u8], SlotWireError> {
+    if bytes.len() > max {
+        return Err(SlotWireError::TooLarge { field, max });
+    }
+    Ok(bytes)
 }
 
 impl SlotMessage {
@@ -146,6 +179,8 @@ impl SlotMessage {
         Bytes::from(w.finish())
     }
 
+    /// Reads a message; every repeated field and byte field is capped by what the protocol
+    /// needs (the `*_MAX` constants), so a peer cannot make the decoder allocate more.
     pub fn decode(input: &[u8]) -> Result<SlotMessage, SlotWireError> {
         let (mut kind, mut request, mut manifest, mut slot) = (None, 0, None, 0u32);
         let (mut text, mut slots, mut cells, mut digests) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -159,22 +194,28 @@ impl SlotMessage {
                     manifest = Some(Cid::try_from(b).map_err(|_| SlotWireError::Field("manifest"))?)
                 }
                 (4, Value::Varint(v)) => slot = u32::try_from(v).map_err(|_| SlotWireError::Field("slot"))?,
-                (5, Value::Bytes(b)) => text = b.to_vec(),
+                (5, Value::Bytes(b)) => text = capped(b, "error", ERROR_BYTES_MAX)?.to_vec(),
                 (6, Value::Varint(v)) => {
-                    slots.push(u32::try_from(v).map_err(|_| SlotWireError::Field("slots"))?)
+                    let slot = u32::try_from(v).map_err(|_| SlotWireError::Field("slots"))?;
+                    push_capped(&mut slots, slot, "slots", SLOTS_MAX)?
                 }
-                (7, Value::Bytes(b)) => cells.push(decode_cell(b)?),
+                (7, Value::Bytes(b)) => push_capped(&mut cells, decode_cell(b)?, "cells", CELLS_MAX)?,
                 (8, Value::Varint(v)) => first = v,
                 (9, Value::Varint(v)) => {
                     count = u32::try_from(v).map_err(|_| SlotWireError::Field("count"))?
                 }
                 (10, Value::Bytes(b)) => {
-                    digests.push(b.try_into().map_err(|_| SlotWireError::Field("digests"))?)
+                    let digest = b.try_into().map_err(|_| SlotWireError::Field("digests"))?;
+                    push_capped(&mut digests, digest, "digests", DIGESTS_MAX as usize)?
                 }
                 (11, Value::Varint(v)) => {
-                    pending.push(u32::try_from(v).map_err(|_| SlotWireError::Field("pending"))?)
+                    let slot = u32::try_from(v).map_err(|_| SlotWireError::Field("pending"))?;
+                    push_capped(&mut pending, slot, "pending", SLOTS_MAX)?
                 }
-                (12, Value::Bytes(b)) => sources.push(PeerId::from_bytes(b.to_vec())),
+                (12, Value::Bytes(b)) => {
+                    let peer = PeerId::from_bytes(capped(b, "sources", PEER_ID_BYTES_MAX)?.to_vec());
+                    push_capped(&mut sources, peer, "sources", SOURCES_MAX)?
+                }
                 (13, Value::Varint(v)) => whole = v != 0,
                 _ => {}
             }
@@ -195,6 +236,9 @@ impl SlotMessage {
                 entropy: text.try_into().map_err(|_| SlotWireError::Field("entropy"))?,
             },
             6 => SlotMessage::Proof { request, cells },
+            7 if count > DIGESTS_MAX => {
+                return Err(SlotWireError::TooLarge { field: "count", max: DIGESTS_MAX as usize });
+            }
             7 => SlotMessage::Digests { request, manifest: manifest()?, first, count },
             8 => SlotMessage::DigestsAre { request, digests },
             other => return Err(SlotWireError::Kind(other)),
@@ -207,8 +251,13 @@ fn decode_cell(input: &[u8]) -> Result<CellAnswer, SlotWireError> {
     for field in protobuf::fields(input) {
         match field? {
             (1, Value::Varint(v)) => cell.index = v,
-            (2, Value::Bytes(b)) => cell.data = Bytes::copy_from_slice(b),
-            (3, Value::Bytes(b)) => cell.path.push(b.try_into().map_err(|_| SlotWireError::Field("path"))?),
+            (2, Value::Bytes(b)) => {
+                cell.data = Bytes::copy_from_slice(capped(b, "cell data", CELL_BYTES_MAX)?)
+            }
+            (3, Value::Bytes(b)) => {
+                let node = b.try_into().map_err(|_| SlotWireError::Field("path"))?;
+                push_capped(&mut cell.path, node, "path", PATH_NODES_MAX)?
+            }
             _ => {}
         }
     }
@@ -251,5 +300,53 @@ mod tests {
         }
         assert_eq!(SlotMessage::decode(&[0x08, 0x63]), Err(SlotWireError::Kind(99)));
         assert!(SlotMessage::decode(&[0x08, 0x01]).is_err(), "a hold without a manifest");
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_by_name() {
+        let manifest = manifest_cid(b"m");
+        let too_large = |message: SlotMessage| SlotMessage::decode(&message.encode()).unwrap_err();
+        let over = |field, max| SlotWireError::TooLarge { field, max };
+        let slots: Vec<u32> = (0..=SLOTS_MAX as u32).collect();
+        let holdings =
+            SlotMessage::HoldingsAre { request: 1, slots: slots.clone(), pending: vec![], whole: false };
+        assert_eq!(too_large(holdings), over("slots", SLOTS_MAX));
+        let pending = SlotMessage::HoldingsAre { request: 1, slots: vec![], pending: slots, whole: false };
+        assert_eq!(too_large(pending), over("pending", SLOTS_MAX));
+        let cell =
+            CellAnswer { index: 0, data: Bytes::from(vec![0; CELL_BYTES_MAX]), path: vec![[0; 32]; 8] };
+        let proof = SlotMessage::Proof { request: 1, cells: vec![cell.clone(); CELLS_MAX] };
+        assert!(SlotMessage::decode(&proof.encode()).is_ok(), "the largest proof the protocol needs");
+        assert_eq!(
+            too_large(SlotMessage::Proof { request: 1, cells: vec![cell.clone(); CELLS_MAX + 1] }),
+            over("cells", CELLS_MAX)
+        );
+        let fat = CellAnswer { data: Bytes::from(vec![0; CELL_BYTES_MAX + 1]), ..cell.clone() };
+        assert_eq!(
+            too_large(SlotMessage::Proof { request: 1, cells: vec![fat] }),
+            over("cell data", CELL_BYTES_MAX)
+        );
+        let deep = CellAnswer { path: vec![[0; 32]; PATH_NODES_MAX + 1], ..cell };
+        assert_eq!(
+            too_large(SlotMessage::Proof { request: 1, cells: vec![deep] }),
+            over("path", PATH_NODES_MAX)
+        );
+        let digests =
+            SlotMessage::DigestsAre { request: 1, digests: vec![[0; 32]; DIGESTS_MAX as usize + 1] };
+        assert_eq!(too_large(digests), over("digests", DIGESTS_MAX as usize));
+        let asked = SlotMessage::Digests { request: 1, manifest, first: 0, count: DIGESTS_MAX + 1 };
+        assert_eq!(too_large(asked), over("count", DIGESTS_MAX as usize));
+        let sources = vec![PeerId::from_bytes(vec![1; 38]); SOURCES_MAX + 1];
+        assert_eq!(
+            too_large(SlotMessage::Hold { request: 1, manifest, slot: 0, sources }),
+            over("sources", SOURCES_MAX)
+        );
+        let long_id = vec![PeerId::from_bytes(vec![1; PEER_ID_BYTES_MAX + 1])];
+        assert_eq!(
+            too_large(SlotMessage::Hold { request: 1, manifest, slot: 0, sources: long_id }),
+            over("sources", PEER_ID_BYTES_MAX)
+        );
+        let error = SlotMessage::Held { request: 1, error: "x".repeat(ERROR_BYTES_MAX + 1) };
+        assert_eq!(too_large(error), over("error", ERROR_BYTES_MAX));
     }
 }

@@ -11,7 +11,7 @@
 #      named volumes are declared, bind-mounted files exist, build targets are stages of the
 #      Dockerfile, and Prometheus scrapes every node service;
 #   4. promtool (Debian's prometheus package, installed with apt-get when missing):
-#      `check config` on prometheus.yml (with its rule file) and `check rules` on alerts.yml;
+#      `check config --syntax-only` on prometheus.yml and `check rules` on alerts.yml;
 #   5. the Grafana dashboard: valid JSON, its datasource provisioned, every query valid PromQL
 #      (promtool, as recording rules), and it covers exactly the metrics that
 #      node/src/metrics/mod.rs registers (every one of them, and no other); the alert rules
@@ -93,7 +93,9 @@ sys.exit(1 if bad else 0)
 PY
 
 step "promtool: docker/prometheus.yml and docker/alerts.yml"
-promtool check config docker/prometheus.yml || finding "promtool check config"
+# --syntax-only: the scrape job's credentials_file exists only inside the compose network
+# (the rules file it names is checked on its own below).
+promtool check config --syntax-only docker/prometheus.yml || finding "promtool check config"
 promtool check rules docker/alerts.yml || finding "promtool check rules"
 
 step "Grafana: provisioning and docker/grafana/dashboards/neverust.json"

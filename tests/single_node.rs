@@ -135,6 +135,77 @@ fn cli_upload_and_download_through_a_node() {
     );
 }
 
+/// An API bound off loopback needs an access token: without one the node does not start; with
+/// a token file it writes a random token there (its owner's only) and answers 401 to anything
+/// but /health that does not carry it; the CLI sends it from a file or NEVERUST_API_TOKEN.
+#[test]
+fn an_api_off_loopback_needs_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("t");
+    let data_arg = data.to_str().unwrap();
+    let open = run(&["start", "--data-dir", data_arg, "--api-bindaddr", "0.0.0.0", "--api-port", "0"], &[]);
+    assert!(!open.status.success());
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(err.contains("api-bindaddr") && err.contains("api-token-file"), "{err}");
+
+    let token_file = dir.path().join("api.token");
+    let token_arg = token_file.to_str().unwrap();
+    let node = Node::start(&data, &["--api-bindaddr", "0.0.0.0", "--api-token-file", token_arg]);
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    assert!(token.len() >= 32, "{token:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let anonymous = reqwest::blocking::Client::new();
+    assert_eq!(anonymous.get(node.v1("/space")).send().unwrap().status(), 401);
+    assert_eq!(anonymous.get(node.url("/metrics")).send().unwrap().status(), 401);
+    assert_eq!(anonymous.get(node.url("/health")).send().unwrap().status(), 200);
+    assert!(node.json("/space")["quotaMaxBytes"].as_u64().unwrap() > 0);
+
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, random(100_000, 12)).unwrap();
+    let api = node.url("");
+    let refused = run(&["upload", input.to_str().unwrap(), "--api-url", &api], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let up = run(&["upload", input.to_str().unwrap(), "--api-url", &api, "--api-token-file", token_arg], &[]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let cid = String::from_utf8(up.stdout).unwrap().trim().to_string();
+    let output = dir.path().join("out.bin");
+    let down = run(
+        &["download", &cid, "-o", output.to_str().unwrap(), "--api-url", &api],
+        &[("NEVERUST_API_TOKEN", &token)],
+    );
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(std::fs::read(&output).unwrap(), std::fs::read(&input).unwrap());
+    drop(node);
+
+    // The same token at the next start; a token file others can read is refused.
+    let again = Node::start(&data, &["--api-token-file", token_arg]);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert!(again.json("/data")["content"].as_array().unwrap().len() == 1);
+    drop(again);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out =
+            run(&["start", "--data-dir", data_arg, "--api-port", "0", "--api-token-file", token_arg], &[]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn configuration_layers_and_errors() {
     let dir = tempfile::tempdir().unwrap();

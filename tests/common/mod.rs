@@ -49,11 +49,14 @@ pub struct Node {
     pub api_port: u16,
     pub p2p_port: u16,
     log: PathBuf,
+    /// Sends the API's access token with every request, when the node has one.
+    pub client: reqwest::blocking::Client,
 }
 
 impl Node {
     /// Starts a node on ports the OS picks (API and peer), learning them from the node itself,
-    /// so concurrent tests never race for a port.
+    /// so concurrent tests never race for a port. With `--api-token-file F` among `extra`, the
+    /// helpers send the token the node wrote there.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
         let log = data_dir.with_extension("log");
         let mut child = Command::new(BIN)
@@ -71,8 +74,8 @@ impl Node {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let port = text
                 .lines()
-                .find_map(|l| l.split("API listening on http://127.0.0.1:").nth(1))
-                .and_then(|rest| rest.split('/').next()?.parse::<u16>().ok());
+                .find_map(|l| l.split("API listening on http://").nth(1))
+                .and_then(|rest| rest.split('/').next()?.rsplit(':').next()?.parse::<u16>().ok());
             if let Some(port) = port {
                 break port;
             }
@@ -82,7 +85,19 @@ impl Node {
             assert!(Instant::now() < deadline, "node did not come up:\n{text}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut node = Node { child, api_port, p2p_port: 0, log };
+        let token = extra.iter().position(|a| *a == "--api-token-file").map(|i| {
+            std::fs::read_to_string(extra[i + 1]).expect("the node wrote its token").trim().to_string()
+        });
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let client = reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let mut node = Node { child, api_port, p2p_port: 0, log, client };
         wait_for(|| reqwest::blocking::get(node.url("/health")).is_ok(), "the API");
         wait_for(
             || !node.json("/debug/info")["addrs"].as_array().unwrap().is_empty(),
@@ -107,18 +122,17 @@ impl Node {
     }
 
     pub fn json(&self, path: &str) -> Value {
-        reqwest::blocking::get(self.v1(path)).unwrap().json().unwrap()
+        self.client.get(self.v1(path)).send().unwrap().json().unwrap()
     }
 
     pub fn upload(&self, data: &[u8]) -> String {
-        let response =
-            reqwest::blocking::Client::new().post(self.v1("/data")).body(data.to_vec()).send().unwrap();
+        let response = self.client.post(self.v1("/data")).body(data.to_vec()).send().unwrap();
         assert!(response.status().is_success(), "upload: {}", response.text().unwrap());
         response.text().unwrap()
     }
 
     pub fn download(&self, cid: &str) -> Vec<u8> {
-        let response = reqwest::blocking::get(self.v1(&format!("/data/{cid}"))).unwrap();
+        let response = self.client.get(self.v1(&format!("/data/{cid}"))).send().unwrap();
         assert!(response.status().is_success(), "download: {}", response.status());
         response.bytes().unwrap().to_vec()
     }
@@ -126,15 +140,13 @@ impl Node {
     /// The dataset's bytes fetched from other nodes (rebuilding what none of them serves); the
     /// copy is stored here once the stream ends.
     pub fn stream_from_network(&self, cid: &str) -> Vec<u8> {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-        let response = client.get(self.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
+        let response = self.client.get(self.v1(&format!("/data/{cid}/network/stream"))).send().unwrap();
         assert!(response.status().is_success(), "{}", response.status());
         response.bytes().unwrap().to_vec()
     }
 
     pub fn delete(&self, cid: &str) {
-        let response =
-            reqwest::blocking::Client::new().delete(self.v1(&format!("/data/{cid}"))).send().unwrap();
+        let response = self.client.delete(self.v1(&format!("/data/{cid}"))).send().unwrap();
         let status = response.status();
         assert_eq!(status, 204, "deleting {cid}: {}", response.text().unwrap());
     }
@@ -144,7 +156,7 @@ impl Node {
     }
 
     pub fn metric(&self, name: &str) -> u64 {
-        let metrics = reqwest::blocking::get(self.url("/metrics")).unwrap().text().unwrap();
+        let metrics = self.client.get(self.url("/metrics")).send().unwrap().text().unwrap();
         let prefix = format!("{name} ");
         let value = metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
         value.unwrap_or_else(|| panic!("no metric {name}")).parse().unwrap()

@@ -5,9 +5,10 @@
 //! Every error is JSON `{"error": "..."}` with the status that says what went wrong: 400 for a
 //! malformed CID or a broken upload, 404 for content not stored here, 408 for an upload that
 //! stalled, 413 over quota, 414 for an over-long request target, 416 for an unsatisfiable range,
-//! 422 for invalid header values, 500 for a damaged store, 503 when too many uploads run at once;
+//! 401 without the access token (when one is configured: `access.rs`), 422 for invalid header values, 500 for a damaged store, 503 when too many uploads run at once;
 //! the framework's own rejections are rewritten into the same shape (`layers::json_errors`).
 
+pub mod access;
 mod conn;
 mod error;
 pub mod headers;
@@ -28,6 +29,7 @@ use axum::routing::{get, patch, post};
 
 use crate::dataset::Datasets;
 
+pub use self::access::ApiAccess;
 pub use self::error::ApiError;
 pub use self::server::{ApiLimits, serve};
 
@@ -57,6 +59,8 @@ pub struct ApiState {
     pub limits: ApiLimits,
     /// Uploads in progress, at most `limits.max_uploads`.
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The access token and the origins allowed to call the API (none of either by default).
+    pub access: ApiAccess,
 }
 
 impl ApiState {
@@ -78,6 +82,7 @@ impl ApiState {
             market: None,
             limits: ApiLimits::default(),
             uploads: Arc::new(tokio::sync::Semaphore::new(ApiLimits::default().max_uploads)),
+            access: ApiAccess::default(),
         }
     }
 
@@ -89,7 +94,7 @@ impl ApiState {
     }
 }
 
-/// All routes, with request metrics.
+/// All routes, with request metrics, the access token and CORS.
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/data", get(routes::list_data).post(routes::upload))
@@ -128,7 +133,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), access::require_token))
         .layer(middleware::from_fn(layers::json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), access::cors))
         .layer(middleware::from_fn(layers::limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), layers::track))
         .with_state(state)

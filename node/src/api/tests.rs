@@ -30,11 +30,16 @@ impl Node {
     }
 
     async fn start_with(quota_bytes: u64, limits: super::ApiLimits) -> Node {
+        Node::start_with_access(quota_bytes, limits, super::ApiAccess::default()).await
+    }
+
+    async fn start_with_access(quota_bytes: u64, limits: super::ApiLimits, access: super::ApiAccess) -> Node {
         let store = store::memory(quota_bytes);
         let datasets = Datasets::new(store.clone(), Compute::Inline, BLOCK, Arc::new(Metrics::new()))
             .with_upload_batch_bytes(4 * BLOCK);
         let mut state =
             ApiState::new(datasets, "12D3KooWTest".into(), "/tmp/x".into(), vec![]).with_limits(limits);
+        state.access = access;
         let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = levels.clone();
         state.log_level = Some(Arc::new(move |filter: &str| {
@@ -558,4 +563,82 @@ async fn debug_peer_needs_a_network() {
     let node = Node::start(1 << 30).await;
     let (status, message) = error_of(node.get("/debug/peer/12D3KooWTest").await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_but_health_needs_it() {
+    use base64::Engine as _;
+    let token = "tok-0123456789abcdef";
+    let access = super::ApiAccess::new(Some(token), vec![]);
+    let node = Node::start_with_access(1 << 20, super::ApiLimits::default(), access).await;
+    let paths =
+        ["/api/archivist/v1/data", "/api/archivist/v1/space", "/metrics", "/", "/ui/app.js", "/nowhere"];
+    for path in paths {
+        let url = format!("{}{path}", node.base);
+        let refused = node.client.get(&url).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic realm="),
+            "{path}"
+        );
+        let body: Value = refused.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("Authorization: Bearer"), "{body}");
+        let wrong = node.client.get(&url).bearer_auth("tok-0123456789abcdeX").send().await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let right = node.client.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_ne!(right.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // A browser sends the token as Basic authentication's password, any user name.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("me:{token}"));
+    let space = node.client.get(node.v1("/space")).header("authorization", format!("Basic {basic}"));
+    assert_eq!(space.send().await.unwrap().status(), StatusCode::OK);
+    let upload = node.client.post(node.v1("/data")).body(vec![7u8; 10_000]);
+    assert_eq!(upload.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(node.used_bytes().await, 0, "a refused upload stores nothing");
+    let upload = node.client.post(node.v1("/data")).bearer_auth(token).body(vec![7u8; 10_000]);
+    assert_eq!(upload.send().await.unwrap().status(), StatusCode::OK);
+    // /health answers without it.
+    let health = node.client.get(format!("{}/health", node.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // Refusals are counted like every answer.
+    let metrics = node.client.get(format!("{}/metrics", node.base)).bearer_auth(token).send().await.unwrap();
+    assert!(metrics.text().await.unwrap().contains("status=\"401\""));
+}
+
+#[tokio::test]
+async fn cors_headers_only_for_configured_origins_and_preflights_need_no_token() {
+    let token = "tok-0123456789abcdef";
+    let allowed = "https://app.example.com";
+    let access = super::ApiAccess::new(Some(token), vec![allowed.into()]);
+    let node = Node::start_with_access(1 << 20, super::ApiLimits::default(), access).await;
+    let preflight = |origin: &str| {
+        node.client
+            .request(reqwest::Method::OPTIONS, node.v1("/data"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let answer = preflight(allowed).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    assert_eq!(answer.headers()["access-control-allow-origin"], allowed);
+    assert!(answer.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    // Answers to the allowed origin, refusals included, are readable by its pages.
+    let refused = node.client.get(node.v1("/space")).header("origin", allowed).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["access-control-allow-origin"], allowed);
+    let space =
+        node.client.get(node.v1("/space")).header("origin", allowed).bearer_auth(token).send().await.unwrap();
+    assert_eq!(space.status(), StatusCode::OK);
+    assert!(
+        space.headers()["access-control-expose-headers"].to_str().unwrap().contains("content-disposition")
+    );
+    // Without configured origins, no CORS headers at all.
+    let plain = Node::start(1 << 20).await;
+    let answer = plain.client.get(plain.v1("/space")).header("origin", allowed).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer.headers().get("access-control-allow-origin").is_none());
 }

@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 
-use super::{DownloadArgs, UploadArgs};
+use super::{ApiTarget, DownloadArgs, UploadArgs};
 use crate::api::headers;
 
 fn progress(total: Option<u64>, verb: &str) -> ProgressBar {
@@ -51,6 +51,30 @@ fn output_in_dir(dir: &Path, response: &reqwest::Response, cid: &str) -> PathBuf
     dir.join(name.unwrap_or_else(|| cid.to_string()))
 }
 
+impl ApiTarget {
+    /// `path` under the node's API.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url.trim_end_matches('/'))
+    }
+
+    /// A client that sends the access token with every request, when one is given.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let token = match (&self.api_token_file, std::env::var("NEVERUST_API_TOKEN")) {
+            (Some(path), _) => Some(crate::secret_file::read(path).map_err(anyhow::Error::msg)?),
+            (None, Ok(token)) => Some(token),
+            (None, Err(_)) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .context("the API token is not valid in an HTTP header")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    }
+}
+
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let file = tokio::fs::File::open(&args.file)
         .await
@@ -60,8 +84,10 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let counter = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
         .inspect_ok(move |chunk| counter.inc(chunk.len() as u64));
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/api/archivist/v1/data", args.api_url.trim_end_matches('/')))
+    let mut request = args
+        .api
+        .client()?
+        .post(args.api.url("/api/archivist/v1/data"))
         .header(reqwest::header::CONTENT_LENGTH, length)
         .body(reqwest::Body::wrap_stream(stream));
     if let Some(disposition) =
@@ -72,7 +98,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     if let Some(mime) = &args.mime_type {
         request = request.header(reqwest::header::CONTENT_TYPE, mime);
     }
-    let response = request.send().await.with_context(|| format!("sending to {}", args.api_url))?;
+    let response = request.send().await.with_context(|| format!("sending to {}", args.api.api_url))?;
     bar.finish_and_clear();
     if !response.status().is_success() {
         bail!("upload refused: {}", error_text(response).await);
@@ -82,8 +108,8 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
-    let url = format!("{}/api/archivist/v1/data/{}", args.api_url.trim_end_matches('/'), args.cid);
-    let response = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
+    let url = args.api.url(&format!("/api/archivist/v1/data/{}", args.cid));
+    let response = args.api.client()?.get(&url).send().await.with_context(|| format!("requesting {url}"))?;
     if !response.status().is_success() {
         bail!("download refused: {}", error_text(response).await);
     }

@@ -98,6 +98,15 @@ pub struct StartArgs {
     /// Uploads read at once; more are answered 503 with Retry-After [default: 16].
     #[arg(long, value_name = "N")]
     pub api_max_uploads: Option<usize>,
+    /// Access token every API request but /health must carry (Authorization: Bearer), at least 16 characters. A flag shows in the process list: prefer --api-token-file or NEVERUST_API_TOKEN [default: none, required when --api-bindaddr is not loopback].
+    #[arg(long, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// File holding the API access token, readable by its owner only; a random token is written there when the file does not exist.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Origin whose web pages may call the API (CORS), e.g. https://app.example.com, or * for any (repeatable or comma-separated) [default: none].
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub api_cors_origin: Vec<String>,
     /// Seconds between checks that the slots of protected datasets held here are still held by their hosts [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub repair_check_interval: Option<u64>,
@@ -176,6 +185,9 @@ impl StartArgs {
             api_header_timeout: self.api_header_timeout,
             api_upload_idle_timeout: self.api_upload_idle_timeout,
             api_max_uploads: self.api_max_uploads,
+            api_token: self.api_token.clone(),
+            api_token_file: self.api_token_file.clone(),
+            api_cors_origin: list(&self.api_cors_origin),
             repair_check_interval: self.repair_check_interval,
             repair_after: self.repair_after,
             storage_quota: self.storage_quota,
@@ -203,9 +215,8 @@ impl StartArgs {
 pub struct UploadArgs {
     /// The file to upload.
     pub file: PathBuf,
-    /// The node's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
-    pub api_url: String,
+    #[command(flatten)]
+    pub api: ApiTarget,
     /// MIME type to record, e.g. image/png.
     #[arg(long, value_name = "TYPE")]
     pub mime_type: Option<String>,
@@ -220,9 +231,19 @@ pub struct DownloadArgs {
     /// manifest), or the CID when it has none.
     #[arg(short, long, value_name = "FILE|DIR")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiTarget,
+}
+
+/// The running node a client command talks to.
+#[derive(Debug, Args)]
+pub struct ApiTarget {
     /// The node's API.
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     pub api_url: String,
+    /// File holding the node's API access token (its --api-token-file); NEVERUST_API_TOKEN gives the token itself [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.

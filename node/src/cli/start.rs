@@ -78,6 +78,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
+    let access = api::ApiAccess::new(api_token(&config)?.as_deref(), config.api_cors_origin.clone());
     let marketplace = super::chain::connect(&config).await.context("connecting to the marketplace")?;
     // Checked at start so a bad file stops the node now, not at its first proof; the
     // marketplace's sales prove with it.
@@ -150,6 +151,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             upload_idle_timeout: Duration::from_secs(config.api_upload_idle_timeout),
             max_uploads: config.api_max_uploads,
         });
+    state.access = access;
     state.log_level = Some(log_level);
     state.network = Some(network);
     state.fetcher = Some(fetcher);
@@ -160,10 +162,33 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the API to {address}"))?;
-    tracing::info!("API listening on http://{}/api/archivist/v1", listener.local_addr()?);
+    tracing::info!(
+        token_required = state.access.requires_token(),
+        "API listening on http://{}/api/archivist/v1",
+        listener.local_addr()?
+    );
     api::serve(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The API's access token: `api-token`, or the text of `api-token-file`, which gets a random
+/// token when it does not exist yet.
+fn api_token(config: &Config) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &config.api_token {
+        return Ok(Some(token.clone()));
+    }
+    let Some(path) = &config.api_token_file else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        crate::secret_file::create(path, &format!("{}\n", api::access::random_token()))
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(file = %path.display(), "wrote a new API access token");
+    }
+    let token = crate::secret_file::read(path).map_err(anyhow::Error::msg)?;
+    crate::config::check_api_token(&token).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(token))
 }
 
 /// The proving circuit the configuration names.
@@ -229,7 +254,7 @@ fn load_proving(config: &Config) -> anyhow::Result<Option<Proving>> {
 
 /// Holds an exclusive lock on the data directory for the life of the node, so a second node
 /// cannot open the same store (its crash recovery would roll back this node's uploads).
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(super) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -121,6 +121,14 @@ pub struct Config {
     pub api_upload_idle_timeout: u64,
     /// Uploads the API reads at once.
     pub api_max_uploads: usize,
+    /// The access token every API request but `/health` must carry. Not printed.
+    #[serde(skip_serializing)]
+    pub api_token: Option<String>,
+    /// A file holding the access token (readable by its owner only); the node writes a random
+    /// token there when the file does not exist.
+    pub api_token_file: Option<PathBuf>,
+    /// Origins whose web pages may call the API (CORS), or `*` for any; none by default.
+    pub api_cors_origin: Vec<String>,
     pub listen_addrs: Vec<String>,
     pub bootstrap_node: Vec<String>,
     /// Addresses announced to peers instead of the listen addresses (a port forward, say).
@@ -178,6 +186,9 @@ pub struct PartialConfig {
     pub api_header_timeout: Option<u64>,
     pub api_upload_idle_timeout: Option<u64>,
     pub api_max_uploads: Option<usize>,
+    pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_cors_origin: Option<Vec<String>>,
     pub listen_addrs: Option<Vec<String>>,
     pub bootstrap_node: Option<Vec<String>>,
     pub announce_addrs: Option<Vec<String>>,
@@ -228,6 +239,22 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The fewest characters an API token has: 16 random characters of a 64-letter alphabet are
+/// 96 bits, beyond guessing.
+pub const API_TOKEN_MIN_CHARS: usize = 16;
+
+/// Whether `token` may be an API token: at least [`API_TOKEN_MIN_CHARS`] visible ASCII
+/// characters (it travels in an HTTP header), none of them a space.
+pub fn check_api_token(token: &str) -> Result<(), String> {
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("an API token is visible ASCII characters, without spaces".into());
+    }
+    if token.len() < API_TOKEN_MIN_CHARS {
+        return Err(format!("{} characters: an API token has at least {API_TOKEN_MIN_CHARS}", token.len()));
+    }
+    Ok(())
+}
+
 /// The platform's data directory for the node (e.g. `~/.local/share/neverust`).
 pub fn default_data_dir() -> PathBuf {
     dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("neverust")
@@ -242,6 +269,9 @@ impl Default for Config {
             api_header_timeout: 30,
             api_upload_idle_timeout: 60,
             api_max_uploads: 16,
+            api_token: None,
+            api_token_file: None,
+            api_cors_origin: Vec::new(),
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/0".into()],
             bootstrap_node: Vec::new(),
             announce_addrs: Vec::new(),
@@ -301,6 +331,9 @@ impl PartialConfig {
                 "API_MAX_UPLOADS" => {
                     layer.api_max_uploads = Some(value.parse().map_err(|e| bad(format!("{e}")))?)
                 }
+                "API_TOKEN" => layer.api_token = Some(value.clone()),
+                "API_TOKEN_FILE" => layer.api_token_file = Some(value.clone().into()),
+                "API_CORS_ORIGIN" => layer.api_cors_origin = Some(list()),
                 "LISTEN_ADDRS" => layer.listen_addrs = Some(list()),
                 "BOOTSTRAP_NODE" => layer.bootstrap_node = Some(list()),
                 "ANNOUNCE_ADDRS" => layer.announce_addrs = Some(list()),
@@ -346,13 +379,16 @@ impl PartialConfig {
 
     /// The `NEVERUST_*` variables among `vars` that name no setting (likely typos).
     pub fn unknown_env_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<String> {
-        const KNOWN: [&str; 32] = [
+        const KNOWN: [&str; 35] = [
             "DATA_DIR",
             "API_BINDADDR",
             "API_PORT",
             "API_HEADER_TIMEOUT",
             "API_UPLOAD_IDLE_TIMEOUT",
             "API_MAX_UPLOADS",
+            "API_TOKEN",
+            "API_TOKEN_FILE",
+            "API_CORS_ORIGIN",
             "LISTEN_ADDRS",
             "BOOTSTRAP_NODE",
             "ANNOUNCE_ADDRS",
@@ -399,6 +435,9 @@ impl PartialConfig {
             api_header_timeout,
             api_upload_idle_timeout,
             api_max_uploads,
+            api_token,
+            api_token_file,
+            api_cors_origin,
             listen_addrs,
             bootstrap_node,
             announce_addrs,
@@ -446,6 +485,9 @@ impl Config {
             api_header_timeout: merged.api_header_timeout.unwrap_or(d.api_header_timeout),
             api_upload_idle_timeout: merged.api_upload_idle_timeout.unwrap_or(d.api_upload_idle_timeout),
             api_max_uploads: merged.api_max_uploads.unwrap_or(d.api_max_uploads),
+            api_token: merged.api_token,
+            api_token_file: merged.api_token_file,
+            api_cors_origin: merged.api_cors_origin.unwrap_or(d.api_cors_origin),
             listen_addrs: merged.listen_addrs.unwrap_or(d.listen_addrs),
             bootstrap_node: merged.bootstrap_node.unwrap_or(d.bootstrap_node),
             announce_addrs: merged.announce_addrs.unwrap_or(d.announce_addrs),
@@ -526,8 +568,43 @@ impl Config {
                 });
             }
         }
+        self.validate_api_access()?;
         self.validate_chain()?;
         self.validate_proving()
+    }
+
+    /// An API off loopback needs a token; a token must be hard to guess; CORS origins must
+    /// be origins.
+    fn validate_api_access(&self) -> Result<(), ConfigError> {
+        if self.api_token.is_some() && self.api_token_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "api-token",
+                message: "either api-token or api-token-file, not both".into(),
+            });
+        }
+        if let Some(token) = &self.api_token {
+            check_api_token(token).map_err(|message| ConfigError::Invalid { key: "api-token", message })?;
+        }
+        if !self.api_bindaddr.is_loopback() && self.api_token.is_none() && self.api_token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "api-bindaddr",
+                message: format!(
+                    "{} is not a loopback address, so anyone who reaches it could use the API: set \
+                     api-token-file (the node writes a random token there when it is missing) or api-token",
+                    self.api_bindaddr
+                ),
+            });
+        }
+        if let Some(bad) = self.api_cors_origin.iter().find(|o| {
+            let origin = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            *o != "*" && !origin.is_some_and(|host| !host.is_empty() && !host.contains('/'))
+        }) {
+            return Err(ConfigError::Invalid {
+                key: "api-cors-origin",
+                message: format!("{bad:?} is not an origin (e.g. https://app.example.com, or *)"),
+            });
+        }
+        Ok(())
     }
 
     fn validate_proving(&self) -> Result<(), ConfigError> {
@@ -719,6 +796,54 @@ mod tests {
             Config::resolve(None, bad_relay, PartialConfig::default()),
             Err(ConfigError::Invalid { key: "relay-node", .. })
         ));
+    }
+
+    #[test]
+    fn an_api_off_loopback_needs_a_token_and_the_token_is_never_printed() {
+        let resolve = |layer: PartialConfig| Config::resolve(None, layer, PartialConfig::default());
+        let open = PartialConfig { api_bindaddr: Some("0.0.0.0".parse().unwrap()), ..Default::default() };
+        let Err(ConfigError::Invalid { key: "api-bindaddr", message }) = resolve(open.clone()) else {
+            panic!("an open API without a token was accepted")
+        };
+        assert!(message.contains("api-token-file"), "{message}");
+        let with_file = PartialConfig { api_token_file: Some("/etc/neverust/token".into()), ..open.clone() };
+        assert!(resolve(with_file.clone()).is_ok());
+        let token = "0123456789abcdef-token";
+        let with_token = env(&[("NEVERUST_API_BINDADDR", "::"), ("NEVERUST_API_TOKEN", token)]).unwrap();
+        let config = resolve(with_token).unwrap();
+        assert_eq!(config.api_token.as_deref(), Some(token));
+        assert!(!config.to_toml().contains(token), "{}", config.to_toml());
+        let both = PartialConfig { api_token: Some(token.into()), ..with_file };
+        assert!(matches!(resolve(both), Err(ConfigError::Invalid { key: "api-token", .. })));
+        for weak in ["short", "has a space in it, long enough", "tab\tseparated-and-long-enough"] {
+            let layer = PartialConfig { api_token: Some(weak.into()), ..Default::default() };
+            assert!(matches!(resolve(layer), Err(ConfigError::Invalid { key: "api-token", .. })), "{weak:?}");
+        }
+        // Loopback needs no token; IPv6 loopback is loopback.
+        assert!(
+            resolve(PartialConfig { api_bindaddr: Some("::1".parse().unwrap()), ..Default::default() })
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let origins = |list: &[&str]| {
+            let layer = PartialConfig {
+                api_cors_origin: Some(list.iter().map(|o| o.to_string()).collect()),
+                ..Default::default()
+            };
+            Config::resolve(None, layer, PartialConfig::default()).map(|c| c.api_cors_origin)
+        };
+        assert!(origins(&["https://app.example.com", "http://localhost:3000", "*"]).is_ok());
+        for bad in ["app.example.com", "https://app.example.com/", "https://", "ftp://x"] {
+            assert!(
+                matches!(origins(&[bad]), Err(ConfigError::Invalid { key: "api-cors-origin", .. })),
+                "{bad:?}"
+            );
+        }
+        let listed = env(&[("NEVERUST_API_CORS_ORIGIN", "https://a.example, https://b.example")]).unwrap();
+        assert_eq!(listed.api_cors_origin.unwrap(), ["https://a.example", "https://b.example"]);
     }
 
     #[test]

@@ -58,8 +58,22 @@ fn kill_9_mid_upload_loses_nothing_committed() {
     node.kill9();
     drop(socket);
 
+    // The store checker finds nothing wrong: the half upload is pending, not damage.
+    let checked = run(&["check", "--data-dir", data_dir.to_str().unwrap()], &[]);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{report}{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(report.contains("1 datasets") && report.contains("1 interrupted uploads"), "{report}");
+
     let node = Node::start(&data_dir, &[]);
     assert!(node.log_text().contains("rolled back uploads interrupted by a crash"), "{}", node.log_text());
+    // A running node's store is not checked.
+    let busy = run(&["check", "--data-dir", data_dir.to_str().unwrap()], &[]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("already using"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
     let listed = node.json("/data");
     let listed = listed["content"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "only the complete dataset is listed: {listed:?}");

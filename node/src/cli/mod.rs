@@ -1,6 +1,7 @@
-//! The command line (production): `neverust start | upload | download | deploy | proving-key | devnet`.
+//! The command line (production): `neverust start | upload | download | deploy | proving-key | devnet | check`.
 
 mod chain;
+mod check;
 mod client;
 mod devnet;
 mod start;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Make a proving key of the storage-proof circuit by a development setup (its toxic
     /// waste comes from a seed: for development networks and tests, never for real value).
     ProvingKey(ProvingKeyArgs),
+    /// Check a stopped node's store: every block against its CID, every leaf against its tree,
+    /// held slots against their roots, reference counts and space against a recount.
+    Check(check::CheckArgs),
     /// Run a local network until Ctrl-C: Anvil, the contracts deployed, a bootstrap node, hosts
     /// offering space and a validator on loopback, every account funded.
     Devnet(devnet::DevnetArgs),
@@ -255,6 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => chain::deploy(args).await,
         Command::ProvingKey(args) => proving_key(args),
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Check(args) => check::run(args),
     }
 }
 

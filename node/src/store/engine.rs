@@ -24,9 +24,9 @@ use crate::content::{Block, Cid, Manifest, cid_to_string};
 use crate::merkle::MerkleProof;
 use crate::runtime::Compute;
 
-const USED_BYTES: &[u8] = b"used_bytes";
+pub(super) const USED_BYTES: &[u8] = b"used_bytes";
 const RESERVED_BYTES: &[u8] = b"reserved_bytes";
-const TOTAL_BLOCKS: &[u8] = b"total_blocks";
+pub(super) const TOTAL_BLOCKS: &[u8] = b"total_blocks";
 const NEXT_UPLOAD: &[u8] = b"next_upload";
 /// The store's format: 0 (absent) when a tree owned one reference per leaf for all the
 /// manifests naming it, 1 since each listed record owns its own.
@@ -63,7 +63,7 @@ impl<E: KvEngine> KvStore<E> {
 
 // ---- record layouts ----
 
-fn u64_of(bytes: Option<Vec<u8>>) -> u64 {
+pub(super) fn u64_of(bytes: Option<Vec<u8>>) -> u64 {
     bytes.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
@@ -71,7 +71,7 @@ fn meta(r: &dyn KvRead, name: &[u8]) -> Result<u64, StoreError> {
     Ok(u64_of(r.get(Table::Meta, name)?))
 }
 
-fn set_meta(w: &mut dyn KvWrite, name: &[u8], value: u64) -> Result<(), StoreError> {
+pub(super) fn set_meta(w: &mut dyn KvWrite, name: &[u8], value: u64) -> Result<(), StoreError> {
     w.put(Table::Meta, name, &value.to_le_bytes())
 }
 
@@ -80,7 +80,7 @@ fn update_meta(w: &mut dyn KvWrite, name: &[u8], f: impl FnOnce(u64) -> u64) -> 
     set_meta(w, name, f(value))
 }
 
-fn indexed_key(prefix: &[u8], index: u64) -> Vec<u8> {
+pub(super) fn indexed_key(prefix: &[u8], index: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + 8);
     key.extend_from_slice(prefix);
     key.extend_from_slice(&index.to_be_bytes());
@@ -89,10 +89,10 @@ fn indexed_key(prefix: &[u8], index: u64) -> Vec<u8> {
 
 /// `Uploads` value: blocks written, leaves written, and the tree once known.
 #[derive(Debug, Default)]
-struct UploadRecord {
+pub(super) struct UploadRecord {
     blocks_count: u64,
     leaves_count: u64,
-    tree: Option<Cid>,
+    pub(super) tree: Option<Cid>,
 }
 
 impl UploadRecord {
@@ -106,7 +106,7 @@ impl UploadRecord {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<UploadRecord, StoreError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<UploadRecord, StoreError> {
         let bad = || StoreError::Backend("malformed upload record".into());
         if bytes.len() < 16 {
             return Err(bad());
@@ -123,14 +123,14 @@ impl UploadRecord {
 
 /// `Trees` value: manifests naming the tree, uploads writing it, leaves stored.
 #[derive(Debug, Default, Clone, Copy)]
-struct TreeRecord {
-    manifests: u64,
-    writers: u64,
-    leaves_count: u64,
+pub(super) struct TreeRecord {
+    pub(super) manifests: u64,
+    pub(super) writers: u64,
+    pub(super) leaves_count: u64,
 }
 
 impl TreeRecord {
-    fn load(r: &dyn KvRead, tree: &Cid) -> Result<TreeRecord, StoreError> {
+    pub(super) fn load(r: &dyn KvRead, tree: &Cid) -> Result<TreeRecord, StoreError> {
         let Some(bytes) = r.get(Table::Trees, &tree.to_bytes())? else {
             return Ok(TreeRecord::default());
         };
@@ -142,7 +142,7 @@ impl TreeRecord {
     }
 
     /// Saves the record, or removes it and the tree's leaves when nothing refers to it.
-    fn save(self, w: &mut dyn KvWrite, tree: &Cid) -> Result<(), StoreError> {
+    pub(super) fn save(self, w: &mut dyn KvWrite, tree: &Cid) -> Result<(), StoreError> {
         let key = tree.to_bytes();
         if self.manifests == 0 && self.writers == 0 {
             for index in 0..self.leaves_count {
@@ -159,7 +159,7 @@ impl TreeRecord {
     }
 }
 
-fn encode_leaf(leaf: &LeafEntry) -> Vec<u8> {
+pub(super) fn encode_leaf(leaf: &LeafEntry) -> Vec<u8> {
     let cid = leaf.block_cid.to_bytes();
     let mut out = Vec::with_capacity(1 + cid.len() + 16 + 32 * leaf.proof.path.len());
     out.push(cid.len() as u8);
@@ -168,7 +168,7 @@ fn encode_leaf(leaf: &LeafEntry) -> Vec<u8> {
     out
 }
 
-fn decode_leaf(bytes: &[u8]) -> Result<LeafEntry, StoreError> {
+pub(super) fn decode_leaf(bytes: &[u8]) -> Result<LeafEntry, StoreError> {
     let bad = || StoreError::Backend("malformed leaf entry".into());
     let cid_len = *bytes.first().ok_or_else(bad)? as usize;
     let cid_bytes = bytes.get(1..1 + cid_len).ok_or_else(bad)?;
@@ -423,7 +423,7 @@ fn commit_slot(w: &mut dyn KvWrite, upload: UploadId, slot: &HeldSlot) -> Result
     Ok(if already_held { Committed::AlreadyStored } else { Committed::New })
 }
 
-fn decode_slot(key: &[u8], value: &[u8]) -> Result<HeldSlot, StoreError> {
+pub(super) fn decode_slot(key: &[u8], value: &[u8]) -> Result<HeldSlot, StoreError> {
     let bad = || StoreError::Backend("malformed slot record".into());
     if key.len() < 4 || value.len() < 16 {
         return Err(bad());

@@ -15,6 +15,7 @@
 //! upload* record; [`BlockStore::recover`] (run when a store opens) releases them, so a crash
 //! mid-upload leaves neither a half dataset nor leaked space.
 
+pub mod check;
 mod engine;
 mod kv;
 #[cfg(feature = "production")]

@@ -49,6 +49,7 @@ pub struct Node {
     pub api_port: u16,
     pub p2p_port: u16,
     log: PathBuf,
+    pub data_dir: PathBuf,
     /// Sends the API's access token with every request, when the node has one.
     pub client: reqwest::blocking::Client,
 }
@@ -97,7 +98,7 @@ impl Node {
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap();
-        let mut node = Node { child, api_port, p2p_port: 0, log, client };
+        let mut node = Node { child, api_port, p2p_port: 0, log, data_dir: data_dir.to_path_buf(), client };
         wait_for(|| reqwest::blocking::get(node.url("/health")).is_ok(), "the API");
         wait_for(
             || !node.json("/debug/info")["addrs"].as_array().unwrap().is_empty(),
@@ -182,9 +183,20 @@ impl Node {
             .collect()
     }
 
-    pub fn kill9(mut self) {
+    /// Kills the node with SIGKILL, then runs the store checker on its data directory, which
+    /// must find nothing wrong; returns the checker's report.
+    pub fn kill9(mut self) -> String {
         self.child.kill().unwrap(); // SIGKILL on unix
         self.child.wait().unwrap();
+        let checked = run(&["check", "--data-dir", self.data_dir.to_str().unwrap()], &[]);
+        let report = String::from_utf8_lossy(&checked.stdout).into_owned();
+        assert!(
+            checked.status.success(),
+            "after SIGKILL the store checker found damage in {}:\n{report}{}",
+            self.data_dir.display(),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        report
     }
 }
 

@@ -890,7 +890,8 @@ impl Durability {
                 .expect("durability state")
                 .repairing
                 .insert((manifest_cid, slot), (host.clone(), now));
-            let sources: Vec<PeerId> = any_slot.iter().filter(|p| **p != host).cloned().collect();
+            let sources: Vec<PeerId> =
+                any_slot.iter().filter(|p| **p != host).take(wire::SOURCES_MAX).cloned().collect();
             self.inner.metrics.repairs_started.inc();
             tracing::info!(manifest = %cid_to_string(&manifest_cid), slot, host = %host, "asking a peer to hold a missing slot");
             let service = self.clone();

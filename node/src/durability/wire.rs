@@ -24,8 +24,9 @@ pub const CELLS_MAX: usize = 64;
 pub const CELL_BYTES_MAX: usize = crate::merkle::poseidon2::CELL_SIZE_BYTES;
 /// Most nodes of a cell's path: its block's tree, then the slot's (2^64 cells at most).
 pub const PATH_NODES_MAX: usize = 64;
-/// Most source peers a `Hold` names, and the most bytes of each peer ID.
-pub const SOURCES_MAX: usize = 64;
+/// Most source peers a `Hold` names (a holder per slot at most), and the most bytes of each
+/// peer ID.
+pub const SOURCES_MAX: usize = SLOTS_MAX;
 pub const PEER_ID_BYTES_MAX: usize = 128;
 /// Most bytes of a `Held` error text.
 pub const ERROR_BYTES_MAX: usize = 1024;

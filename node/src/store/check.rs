@@ -13,8 +13,11 @@
 //! Local repairs ([`Problem::locally_repairable`]): counts are rewritten from the recount and
 //! blocks nothing refers to are deleted. What only the network can give back (a corrupt or
 //! missing block, a missing or broken leaf, a slot whose blocks do not give its root) is listed,
-//! with the records that need it. Uploads a crash interrupted are not damage: the node rolls
-//! them back when it next opens the store.
+//! with the records that need it. A recount is complete only when every record and leaf could
+//! be read: while one cannot ([`Problem::hides_references`]), or while the store is in an older
+//! format, repairing is refused, since counts lowered and blocks deleted on an incomplete
+//! recount would destroy data the unreadable record still names. Uploads a crash interrupted
+//! are not damage: the node rolls them back when it next opens the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -22,8 +25,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::engine::{
-    TOTAL_BLOCKS, TreeRecord, USED_BYTES, UploadRecord, decode_leaf, decode_slot, indexed_key, set_meta,
-    u64_of,
+    FORMAT, FORMAT_CURRENT, TOTAL_BLOCKS, TreeRecord, USED_BYTES, UploadRecord, decode_leaf, decode_slot,
+    indexed_key, set_meta, u64_of,
 };
 use super::kv::{KvEngine, KvRead, KvWrite, Table};
 use super::{LeafEntry, StoreError};
@@ -53,6 +56,8 @@ pub enum Problem {
     WrongTreeRecord { tree: String, stored: (u64, u64), counted: (u64, u64) },
     /// A counter other than the recount.
     WrongCounter { name: &'static str, stored: u64, counted: u64 },
+    /// A store written in an older format, whose counts the node upgrades when it next starts.
+    OldFormat { format: u64 },
 }
 
 impl Problem {
@@ -66,7 +71,21 @@ impl Problem {
                 | Problem::WrongCounter { .. }
         )
     }
+
+    /// Whether the problem keeps the recount from seeing every reference (a record or leaf that
+    /// cannot be read names blocks nobody can count), so that local repairs would be unsafe.
+    pub fn hides_references(&self) -> bool {
+        matches!(
+            self,
+            Problem::MissingLeaf { .. }
+                | Problem::BadLeaf { reason: LEAF_UNDECODABLE, .. }
+                | Problem::Malformed { .. }
+                | Problem::OldFormat { .. }
+        )
+    }
 }
+
+const LEAF_UNDECODABLE: &str = "the entry cannot be decoded";
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,6 +112,9 @@ impl fmt::Display for Problem {
             Problem::WrongCounter { name, stored, counted } => {
                 write!(f, "counter {name}: {stored}, recount {counted}")
             }
+            Problem::OldFormat { format } => {
+                write!(f, "store format {format}: start the node once to upgrade it, then check again")
+            }
         }
     }
 }
@@ -108,6 +130,8 @@ pub struct Report {
     /// Uploads a crash interrupted, rolled back when the node next opens the store.
     pub interrupted_uploads: u64,
     pub problems: Vec<Problem>,
+    /// Set by [`repair`] when it changed nothing because the recount is incomplete.
+    pub repair_refused: bool,
 }
 
 impl Report {
@@ -131,6 +155,13 @@ impl fmt::Display for Report {
         )?;
         if self.is_clean() {
             return writeln!(f, "no problems found");
+        }
+        if self.repair_refused {
+            writeln!(
+                f,
+                "nothing repaired: records or leaves that cannot be read name blocks the recount cannot see; \
+                 fetch or delete those datasets first"
+            )?;
         }
         let (local, network): (Vec<_>, Vec<_>) = self.problems.iter().partition(|p| p.locally_repairable());
         if !local.is_empty() {
@@ -183,6 +214,16 @@ pub fn check(r: &dyn KvRead) -> Result<Report, StoreError> {
 fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
     let mut out = Recount::default();
     let mut problems = BTreeSet::new();
+
+    let format = u64_of(r.get(Table::Meta, FORMAT)?);
+    let mut any_record = false;
+    r.scan(Table::Manifests, &[], &mut |_, _| {
+        any_record = true;
+        false
+    })?;
+    if format < FORMAT_CURRENT && any_record {
+        problems.insert(Problem::OldFormat { format });
+    }
 
     // Blocks, against their CIDs.
     r.scan(Table::Blocks, &[], &mut |key, value| {
@@ -269,43 +310,50 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
         }
         true
     })?;
-    let mut checked: HashMap<(Cid, u64), Option<LeafEntry>> = HashMap::new();
+    // Each leaf's block, once decoded (`None`: missing or undecodable).
+    let mut checked: HashMap<(Cid, u64), Option<Cid>> = HashMap::new();
     for (tree, leaves, slot) in records {
         out.trees.entry(tree.to_bytes()).or_default().0 += 1;
         let end = out.tree_ends.entry(tree.to_bytes()).or_default();
         *end = (*end).max(leaves.end);
-        let mut slot_blocks = Vec::new();
+        // A held slot's blocks, while every one of them is there, verified and of the
+        // manifest's block size (a slot with any other damage is reported by its leaves).
+        let block_size = slot.as_ref().map_or(0, |(_, _, m)| m.block_size_bytes as usize);
+        let mut slot_blocks = Some(Vec::new());
         for index in leaves {
-            let leaf = match checked.get(&(tree, index)) {
-                Some(leaf) => leaf.clone(),
+            let block = match checked.get(&(tree, index)) {
+                Some(block) => *block,
                 None => {
                     out.report.leaves_checked += 1;
-                    let leaf = check_leaf(r, &tree, index, &out.blocks, &mut problems)?;
-                    checked.insert((tree, index), leaf.clone());
-                    leaf
+                    let block = check_leaf(r, &tree, index, &out.blocks, &mut problems)?.map(|l| l.block_cid);
+                    checked.insert((tree, index), block);
+                    block
                 }
             };
-            let Some(leaf) = leaf else { continue };
-            let block_key = leaf.block_cid.to_bytes();
+            let Some(block) = block else {
+                slot_blocks = None;
+                continue;
+            };
+            let block_key = block.to_bytes();
             *out.refs.entry(block_key.clone()).or_default() += 1;
-            if slot.is_some() {
-                slot_blocks.push(r.get(Table::Blocks, &block_key)?.map(Bytes::from));
+            if let (Some(_), Some(blocks)) = (&slot, &mut slot_blocks) {
+                let data = r.get(Table::Blocks, &block_key)?.map(Bytes::from);
+                match data.and_then(|d| Block::verified(block, d)) {
+                    Some(b) if b.data().len() == block_size || b.data().is_empty() => {
+                        blocks.push(b.into_data())
+                    }
+                    _ => slot_blocks = None,
+                }
             }
         }
-        if let Some((manifest_cid, slot, manifest)) = slot {
-            let root = slot_root(&manifest, slot);
-            let blocks: Option<Vec<Bytes>> = slot_blocks.into_iter().collect();
-            // A slot with a missing block is reported by its leaves already.
-            if let (Some(root), Some(blocks)) = (root, blocks) {
-                let tree = SlotTree::from_stored_blocks(
-                    &blocks,
-                    manifest.block_size_bytes as usize,
-                    CELL_SIZE_BYTES,
-                );
-                if tree.root() != root {
-                    problems
-                        .insert(Problem::SlotRootMismatch { manifest: cid_to_string(&manifest_cid), slot });
-                }
+        if let (Some((manifest_cid, slot, manifest)), Some(blocks)) = (&slot, slot_blocks)
+            && let Some(root) = slot_root(manifest, *slot)
+            && !blocks.is_empty()
+        {
+            let tree = SlotTree::from_stored_blocks(&blocks, block_size, CELL_SIZE_BYTES);
+            if tree.root() != root {
+                problems
+                    .insert(Problem::SlotRootMismatch { manifest: cid_to_string(manifest_cid), slot: *slot });
             }
         }
     }
@@ -399,7 +447,7 @@ fn check_leaf(
         return Ok(None);
     };
     let Ok(leaf) = decode_leaf(&bytes) else {
-        problems.insert(Problem::BadLeaf { tree: name(), index, reason: "the entry cannot be decoded" });
+        problems.insert(Problem::BadLeaf { tree: name(), index, reason: LEAF_UNDECODABLE });
         return Ok(None);
     };
     let proven = match (digest_of(tree), digest_of(&leaf.block_cid)) {
@@ -420,10 +468,16 @@ fn check_leaf(
 }
 
 /// Repairs what the store alone can repair, in one transaction, and checks again: the report
-/// lists what is left (what only the network can give back).
+/// lists what is left (what only the network can give back). Changes nothing, and says so,
+/// while the recount is incomplete ([`Problem::hides_references`]).
 pub fn repair<E: KvEngine>(engine: &E) -> Result<Report, StoreError> {
     let recount = engine.read(recount)?;
-    if recount.report.problems.iter().any(Problem::locally_repairable) {
+    let problems = &recount.report.problems;
+    if problems.iter().any(Problem::hides_references) {
+        let refused = problems.iter().any(Problem::locally_repairable);
+        return Ok(Report { repair_refused: refused, ..recount.report });
+    }
+    if problems.iter().any(Problem::locally_repairable) {
         engine.write(|w| apply(w, &recount))?;
     }
     engine.read(check)

@@ -30,8 +30,8 @@ pub(super) const TOTAL_BLOCKS: &[u8] = b"total_blocks";
 const NEXT_UPLOAD: &[u8] = b"next_upload";
 /// The store's format: 0 (absent) when a tree owned one reference per leaf for all the
 /// manifests naming it, 1 since each listed record owns its own.
-const FORMAT: &[u8] = b"format";
-const FORMAT_CURRENT: u64 = 1;
+pub(super) const FORMAT: &[u8] = b"format";
+pub(super) const FORMAT_CURRENT: u64 = 1;
 
 /// A [`BlockStore`] over any [`KvEngine`].
 pub struct KvStore<E> {

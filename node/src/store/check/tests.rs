@@ -29,6 +29,7 @@ fn random(len: usize, seed: u8) -> Vec<u8> {
 async fn fixture() -> Fixture {
     let store = Arc::new(MemStore::new(MemEngine::default(), 64 << 20, Compute::Inline));
     let shared: SharedStore = store.clone();
+    shared.recover().await.unwrap(); // as the node does when it opens its store
     let datasets = Datasets::new(shared.clone(), Compute::Inline, BLOCK, Arc::new(Metrics::new()));
     let upload = |data: Vec<u8>| {
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
@@ -115,42 +116,61 @@ async fn an_interrupted_upload_is_not_damage() {
     assert_eq!(report.interrupted_uploads, 1);
 }
 
-#[tokio::test]
-async fn each_kind_of_damage_is_found_and_repair_fixes_the_local_ones() {
-    let f = fixture().await;
+/// Damage planted behind the store's back.
+struct Damage {
+    corrupt: Cid,
+    lost: Cid,
+    miscounted: Cid,
+    orphan: Block,
+}
+
+/// Plants damage the recount still sees through: a corrupt block, a lost block, a wrong
+/// reference count, an orphan block, a leaf proof from another index, a wrong counter and a
+/// wrong tree record.
+fn plant_countable_damage(f: &Fixture) -> Damage {
     let tree = f.plain.manifest.tree_cid;
-    let name = cid_to_string(&tree);
-    let corrupt = f.leaf(&f.plain, 0).block_cid;
-    let lost = f.leaf(&f.plain, 1).block_cid;
-    let miscounted = f.leaf(&f.plain, 2).block_cid;
-    let orphan = Block::new(Bytes::from(random(BLOCK, 7)));
+    let damage = Damage {
+        corrupt: f.leaf(&f.plain, 0).block_cid,
+        lost: f.leaf(&f.plain, 1).block_cid,
+        miscounted: f.leaf(&f.plain, 2).block_cid,
+        orphan: Block::new(Bytes::from(random(BLOCK, 7))),
+    };
+    let fourth = f.leaf(&f.plain, 4).block_cid;
     f.write(|w| {
-        let mut bytes = w.get(Table::Blocks, &corrupt.to_bytes()).unwrap().unwrap();
+        let mut bytes = w.get(Table::Blocks, &damage.corrupt.to_bytes()).unwrap().unwrap();
         bytes[10] ^= 1;
-        w.put(Table::Blocks, &corrupt.to_bytes(), &bytes).unwrap();
-        w.delete(Table::Blocks, &lost.to_bytes()).unwrap();
-        w.put(Table::Refs, &miscounted.to_bytes(), &5u64.to_le_bytes()).unwrap();
-        w.put(Table::Blocks, &orphan.cid().to_bytes(), orphan.data()).unwrap();
-        // Leaf 3 gone, leaf 4's proof from another index.
-        w.delete(Table::Leaves, &leaf_key(&tree, 3)).unwrap();
-        let other = w.get(Table::Leaves, &leaf_key(&tree, 5)).unwrap().unwrap();
-        w.put(Table::Leaves, &leaf_key(&tree, 4), &other).unwrap();
+        w.put(Table::Blocks, &damage.corrupt.to_bytes(), &bytes).unwrap();
+        w.delete(Table::Blocks, &damage.lost.to_bytes()).unwrap();
+        w.put(Table::Refs, &damage.miscounted.to_bytes(), &5u64.to_le_bytes()).unwrap();
+        w.put(Table::Blocks, &damage.orphan.cid().to_bytes(), damage.orphan.data()).unwrap();
+        let mut leaf = decode_leaf(&w.get(Table::Leaves, &leaf_key(&tree, 5)).unwrap().unwrap()).unwrap();
+        leaf.block_cid = fourth;
+        w.put(Table::Leaves, &leaf_key(&tree, 4), &super::super::engine::encode_leaf(&leaf)).unwrap();
         set_meta(w, USED_BYTES, 12).unwrap();
         let mut record = TreeRecord::load(w, &tree).unwrap();
         record.manifests += 1;
         record.save(w, &tree).unwrap();
-        w.put(Table::Manifests, &[1, 2, 3], b"not a manifest").unwrap();
     });
+    damage
+}
+
+#[tokio::test]
+async fn each_kind_of_damage_is_found_and_repair_fixes_the_local_ones() {
+    let f = fixture().await;
+    let name = cid_to_string(&f.plain.manifest.tree_cid);
+    let d = plant_countable_damage(&f);
     let report = f.check();
     let has = |p: &Problem| report.problems.contains(p);
-    assert!(has(&Problem::CorruptBlock { cid: cid_to_string(&corrupt) }), "{report}");
-    assert!(has(&Problem::MissingBlock { cid: cid_to_string(&lost) }), "{report}");
+    assert!(has(&Problem::CorruptBlock { cid: cid_to_string(&d.corrupt) }), "{report}");
+    assert!(has(&Problem::MissingBlock { cid: cid_to_string(&d.lost) }), "{report}");
     assert!(
-        has(&Problem::WrongRefCount { cid: cid_to_string(&miscounted), stored: 5, counted: 1 }),
+        has(&Problem::WrongRefCount { cid: cid_to_string(&d.miscounted), stored: 5, counted: 1 }),
         "{report}"
     );
-    assert!(has(&Problem::OrphanBlock { cid: cid_to_string(orphan.cid()), bytes: BLOCK as u64 }), "{report}");
-    assert!(has(&Problem::MissingLeaf { tree: name.clone(), index: 3 }), "{report}");
+    assert!(
+        has(&Problem::OrphanBlock { cid: cid_to_string(d.orphan.cid()), bytes: BLOCK as u64 }),
+        "{report}"
+    );
     assert!(
         has(&Problem::BadLeaf {
             tree: name.clone(),
@@ -171,22 +191,67 @@ async fn each_kind_of_damage_is_found_and_repair_fixes_the_local_ones() {
             .iter()
             .any(|p| matches!(p, Problem::WrongTreeRecord { stored: (2, 0), counted: (1, 0), .. }))
     );
-    assert!(report.problems.iter().any(|p| matches!(p, Problem::Malformed { table: "manifests", .. })));
     let text = report.to_string();
     assert!(text.contains("--repair fixes here") && text.contains("only the network"), "{text}");
 
     let after = repair(f.store.engine().as_ref()).unwrap();
+    assert!(!after.repair_refused);
     assert!(after.problems.iter().all(|p| !p.locally_repairable()), "{after}");
     for kept in [
-        Problem::CorruptBlock { cid: cid_to_string(&corrupt) },
-        Problem::MissingBlock { cid: cid_to_string(&lost) },
-        Problem::MissingLeaf { tree: name.clone(), index: 3 },
+        Problem::CorruptBlock { cid: cid_to_string(&d.corrupt) },
+        Problem::MissingBlock { cid: cid_to_string(&d.lost) },
     ] {
         assert!(after.problems.contains(&kept), "{after}");
     }
-    assert!(f.store.engine().read(|r| r.get(Table::Blocks, &orphan.cid().to_bytes())).unwrap().is_none());
+    let stored =
+        |cid: &Cid| f.store.engine().read(|r| r.get(Table::Blocks, &cid.to_bytes())).unwrap().is_some();
+    assert!(!stored(d.orphan.cid()), "the orphan is gone");
+    assert!(stored(&d.corrupt) && stored(&d.miscounted), "blocks still named stay");
     // The space the store reports is the recount's.
     assert_eq!(f.store.space().await.unwrap().quota_used_bytes, after.block_bytes);
+}
+
+/// While a record or leaf cannot be read, the recount misses the references it holds: repair
+/// changes nothing rather than delete blocks the damaged record still names.
+#[tokio::test]
+async fn repair_is_refused_while_a_record_or_leaf_cannot_be_read() {
+    let f = fixture().await;
+    let tree = f.plain.manifest.tree_cid;
+    let d = plant_countable_damage(&f);
+    let behind_missing_leaf = f.leaf(&f.plain, 3).block_cid;
+    f.write(|w| {
+        w.delete(Table::Leaves, &leaf_key(&tree, 3)).unwrap();
+        w.put(Table::Manifests, &[1, 2, 3], b"not a manifest").unwrap();
+    });
+    let report = f.check();
+    assert!(
+        report.problems.contains(&Problem::MissingLeaf { tree: cid_to_string(&tree), index: 3 }),
+        "{report}"
+    );
+    assert!(
+        report.problems.iter().any(|p| matches!(p, Problem::Malformed { table: "manifests", .. })),
+        "{report}"
+    );
+    let after = repair(f.store.engine().as_ref()).unwrap();
+    assert!(after.repair_refused && after.to_string().contains("nothing repaired"), "{after}");
+    assert_eq!(after.problems, report.problems);
+    let stored =
+        |cid: &Cid| f.store.engine().read(|r| r.get(Table::Blocks, &cid.to_bytes())).unwrap().is_some();
+    assert!(stored(&behind_missing_leaf), "the block of the missing leaf is kept");
+    assert!(stored(d.orphan.cid()), "nothing deleted at all");
+}
+
+/// A store of the format before per-record references is left for the node to upgrade.
+#[tokio::test]
+async fn an_old_format_store_is_left_to_the_node_to_upgrade() {
+    let f = fixture().await;
+    f.write(|w| {
+        set_meta(w, super::super::engine::FORMAT, 0).unwrap();
+    });
+    let report = f.check();
+    assert!(report.problems.contains(&Problem::OldFormat { format: 0 }), "{report}");
+    assert!(report.to_string().contains("start the node once"), "{report}");
+    assert!(repair(f.store.engine().as_ref()).unwrap().problems.contains(&Problem::OldFormat { format: 0 }));
 }
 
 #[tokio::test]

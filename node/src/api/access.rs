@@ -7,6 +7,11 @@
 //! token, is answered 401 with a `WWW-Authenticate` challenge. Tokens are compared through
 //! their SHA-256 digests, so the time a comparison takes says nothing about the token.
 //!
+//! A browser sends Basic credentials by itself, with requests other sites' pages make too
+//! (cross-site request forgery): a request authenticated that way is refused (403) when it
+//! comes from another site (`Sec-Fetch-Site`, or an `Origin` that is neither this API's nor a
+//! configured one), except a plain navigation (a link followed to a page or a download).
+//!
 //! Without configured origins the API sends no CORS headers: browsers keep other sites' pages
 //! from reading its answers. A configured origin (or `*`) gets its requests' answers, and its
 //! preflight requests are answered here, before the token is asked for (browsers send
@@ -51,16 +56,32 @@ impl ApiAccess {
         self.token_digest.is_some()
     }
 
-    /// Whether `headers` carry the token (always, when none is required).
-    fn admits(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+    /// Whether `headers` carry the token (always, when none is required), and whether it came
+    /// as Basic credentials (which browsers send by themselves).
+    fn admits(&self, headers: &HeaderMap) -> Result<Credentials, &'static str> {
         let Some(expected) = &self.token_digest else {
-            return Ok(());
+            return Ok(Credentials::NotRequired);
         };
-        let presented = presented_token(headers).ok_or("this API needs its access token")?;
+        let (presented, credentials) = presented_token(headers).ok_or("this API needs its access token")?;
         let actual = digest(&presented);
         // No early exit: every byte is compared.
         let difference = expected.iter().zip(&actual).fold(0u8, |d, (a, b)| d | (a ^ b));
-        if difference == 0 { Ok(()) } else { Err("wrong API access token") }
+        if difference == 0 { Ok(credentials) } else { Err("wrong API access token") }
+    }
+
+    /// Whether a request with these headers comes from another site's page: its
+    /// `Sec-Fetch-Site`, or an `Origin` that is neither the API's own (`Host`) nor configured.
+    fn from_another_site(&self, headers: &HeaderMap) -> bool {
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        if matches!(fetch_site, Some("cross-site" | "same-site")) && self.allowed_origin(headers).is_none() {
+            return true;
+        }
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let own = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
+        !own && self.allowed_origin(headers).is_none()
     }
 
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, when allowed.
@@ -83,20 +104,37 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
 }
 
+/// How a request that was let in carried the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credentials {
+    /// No token is configured.
+    NotRequired,
+    /// `Authorization: Bearer`: set by a program (a page's script only after a CORS preflight).
+    Bearer,
+    /// `Authorization: Basic`: possibly sent by a browser on its own.
+    Basic,
+}
+
 /// The token of `Authorization: Bearer <token>`, or the password of `Authorization: Basic`.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
+fn presented_token(headers: &HeaderMap) -> Option<(String, Credentials)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, credentials) = value.split_once(' ')?;
     let credentials = credentials.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(credentials.to_string());
+        return Some((credentials.to_string(), Credentials::Bearer));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
         let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        return Some(password.to_string());
+        return Some((password.to_string(), Credentials::Basic));
     }
     None
+}
+
+/// A browser following a link: a top-level GET, which a page elsewhere can start but not read.
+fn is_navigation(request: &Request) -> bool {
+    let mode = request.headers().get("sec-fetch-mode").and_then(|v| v.to_str().ok());
+    matches!(*request.method(), Method::GET | Method::HEAD) && matches!(mode, Some("navigate") | None)
 }
 
 /// Answers 401 to a request without the token, except on [`PUBLIC_PATH`].
@@ -105,7 +143,13 @@ pub async fn require_token(State(state): State<Arc<ApiState>>, request: Request,
         return next.run(request).await;
     }
     match state.access.admits(request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(Credentials::Basic)
+            if state.access.from_another_site(request.headers()) && !is_navigation(&request) =>
+        {
+            let message = "a request from another site's page, with the browser's credentials: refused";
+            ApiError::new(StatusCode::FORBIDDEN, message).into_response()
+        }
+        Ok(_) => next.run(request).await,
         Err(reason) => {
             let message = format!("{reason}: send it as `Authorization: Bearer <token>`");
             let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
@@ -118,7 +162,12 @@ pub async fn require_token(State(state): State<Arc<ApiState>>, request: Request,
 /// Adds CORS headers to the answers to allowed origins and answers their preflights.
 pub async fn cors(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     let Some(origin) = state.access.allowed_origin(request.headers()) else {
-        return next.run(request).await;
+        let mut response = next.run(request).await;
+        if !state.access.cors_origins.is_empty() {
+            // Answers differ by origin: caches must keep them apart.
+            response.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        return response;
     };
     let preflight = request.method() == Method::OPTIONS
         && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);

@@ -605,6 +605,55 @@ async fn with_a_token_every_route_but_health_needs_it() {
     assert!(metrics.text().await.unwrap().contains("status=\"401\""));
 }
 
+/// A browser sends Basic credentials with other sites' requests too: those are refused unless
+/// they are plain navigations; the node's own page and scripts with a bearer token are not.
+#[tokio::test]
+async fn browser_credentials_from_another_site_are_refused() {
+    use base64::Engine as _;
+    let token = "tok-0123456789abcdef";
+    let node = Node::start_with_access(
+        1 << 20,
+        super::ApiLimits::default(),
+        super::ApiAccess::new(Some(token), vec![]),
+    )
+    .await;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("u:{token}")));
+    let own = format!("http://{}", node.addr);
+    let post = |headers: &[(&str, &str)], auth: &str| {
+        let mut request =
+            node.client.post(node.v1("/data")).header("authorization", auth).body(vec![1u8; 100]);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let forged = post(&[("origin", "https://evil.example")], &basic).await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let fetched =
+        post(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors")], &basic).await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::FORBIDDEN);
+    assert_eq!(node.used_bytes().await, 0, "nothing forged was stored");
+    let from_the_ui =
+        post(&[("origin", own.as_str()), ("sec-fetch-site", "same-origin")], &basic).await.unwrap();
+    assert_eq!(from_the_ui.status(), StatusCode::OK);
+    let script = post(&[("origin", "https://evil.example")], &format!("Bearer {token}")).await.unwrap();
+    assert_eq!(
+        script.status(),
+        StatusCode::OK,
+        "a bearer token is set by a program, not sent by the browser"
+    );
+    let link = node
+        .client
+        .get(node.v1("/space"))
+        .header("authorization", &basic)
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(link.status(), StatusCode::OK, "a link followed from elsewhere still opens");
+}
+
 #[tokio::test]
 async fn cors_headers_only_for_configured_origins_and_preflights_need_no_token() {
     let token = "tok-0123456789abcdef";

@@ -102,7 +102,7 @@ pub struct StartArgs {
     /// Uploads read at once; more are answered 503 with Retry-After [default: 16].
     #[arg(long, value_name = "N")]
     pub api_max_uploads: Option<usize>,
-    /// Access token every API request but /health must carry (Authorization: Bearer), at least 16 characters. A flag shows in the process list: prefer --api-token-file or NEVERUST_API_TOKEN [default: none, required when --api-bindaddr is not loopback].
+    /// Access token every API request but /health must carry (Authorization: Bearer), at least 16 characters. A flag shows in the process list: prefer --api-token-file or NEVERUST_API_TOKEN. Wins over --api-token-file [default: none; a token is required when --api-bindaddr is not loopback].
     #[arg(long, value_name = "TOKEN")]
     pub api_token: Option<String>,
     /// File holding the API access token, readable by its owner only; a random token is written there when the file does not exist.

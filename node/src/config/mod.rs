@@ -121,7 +121,8 @@ pub struct Config {
     pub api_upload_idle_timeout: u64,
     /// Uploads the API reads at once.
     pub api_max_uploads: usize,
-    /// The access token every API request but `/health` must carry. Not printed.
+    /// The access token every API request but `/health` must carry (it wins over
+    /// `api_token_file`). Not printed.
     #[serde(skip_serializing)]
     pub api_token: Option<String>,
     /// A file holding the access token (readable by its owner only); the node writes a random
@@ -576,12 +577,6 @@ impl Config {
     /// An API off loopback needs a token; a token must be hard to guess; CORS origins must
     /// be origins.
     fn validate_api_access(&self) -> Result<(), ConfigError> {
-        if self.api_token.is_some() && self.api_token_file.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "api-token",
-                message: "either api-token or api-token-file, not both".into(),
-            });
-        }
         if let Some(token) = &self.api_token {
             check_api_token(token).map_err(|message| ConfigError::Invalid { key: "api-token", message })?;
         }
@@ -813,8 +808,9 @@ mod tests {
         let config = resolve(with_token).unwrap();
         assert_eq!(config.api_token.as_deref(), Some(token));
         assert!(!config.to_toml().contains(token), "{}", config.to_toml());
+        // A token given outright wins over a token file (an image may name one by default).
         let both = PartialConfig { api_token: Some(token.into()), ..with_file };
-        assert!(matches!(resolve(both), Err(ConfigError::Invalid { key: "api-token", .. })));
+        assert_eq!(resolve(both).unwrap().api_token.as_deref(), Some(token));
         for weak in ["short", "has a space in it, long enough", "tab\tseparated-and-long-enough"] {
             let layer = PartialConfig { api_token: Some(weak.into()), ..Default::default() };
             assert!(matches!(resolve(layer), Err(ConfigError::Invalid { key: "api-token", .. })), "{weak:?}");

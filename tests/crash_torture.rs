@@ -28,6 +28,9 @@ struct Ledger {
     deleted: BTreeSet<String>,
     /// Deletes sent without an answer: the dataset may or may not be gone.
     deleting: BTreeSet<String>,
+    /// Protected dataset → its source. Protecting a source again gives the same dataset, so a
+    /// protect in flight may bring back one deleted before.
+    protected_from: BTreeMap<String, String>,
     /// The SHA-256 of every content the node may hold: acknowledged, in flight at a kill, or
     /// fetched from the peer. A listed dataset must read back as one of them.
     possible: BTreeSet<[u8; 32]>,
@@ -92,6 +95,14 @@ fn workload(
             if *len < 4 * 65_536 {
                 continue; // too small to give each of the two data slots two blocks
             }
+            {
+                let mut ledger = ledger.lock().unwrap();
+                let again: Vec<String> =
+                    ledger.protected_from.iter().filter(|(_, s)| *s == cid).map(|(p, _)| p.clone()).collect();
+                for protected in again {
+                    ledger.deleted.remove(&protected);
+                }
+            }
             client.post(v1(&format!("/data/{cid}/protect?k=2&m=1"))).send().map(|r| {
                 if r.status() == 201 {
                     let item: serde_json::Value = r.json().unwrap_or_default();
@@ -102,6 +113,7 @@ fn workload(
                     {
                         ledger.deleted.remove(protected);
                         ledger.stored.insert(protected.to_string(), data);
+                        ledger.protected_from.insert(protected.to_string(), cid.clone());
                     }
                 }
             })

@@ -29,16 +29,29 @@ pub fn read(path: &Path) -> Result<String, String> {
 }
 
 /// Makes a new file at `path` holding `text`, readable by its owner only. Fails when the
-/// file exists: a secret is never overwritten.
+/// file exists: a secret is never overwritten. The text is written and synced under a
+/// temporary name first and then linked into place, so a crash never leaves an empty or
+/// partial secret behind.
 pub fn create(path: &Path, text: &str) -> Result<(), String> {
+    let name = path.file_name().ok_or_else(|| format!("{} names no file", path.display()))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temporary = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&temporary); // left by a crash of this same process id
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
+        .map_err(|e| format!("writing {}: {e}", temporary.display()));
+    // A hard link, unlike a rename, fails when `path` exists.
+    let linked = written.and_then(|()| {
+        std::fs::hard_link(&temporary, path).map_err(|e| format!("creating {}: {e}", path.display()))
+    });
+    let _ = std::fs::remove_file(&temporary);
+    linked?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

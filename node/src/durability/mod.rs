@@ -269,7 +269,14 @@ impl Durability {
                     Ok(()) => String::new(),
                     Err(e) => {
                         tracing::warn!(manifest = %cid_to_string(&manifest), slot, error = %e, "could not hold a slot");
-                        e.to_string()
+                        let mut text = e.to_string();
+                        // Within what the peer's decoder takes, at a character boundary.
+                        let mut end = text.len().min(wire::ERROR_BYTES_MAX);
+                        while !text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        text.truncate(end);
+                        text
                     }
                 };
                 SlotMessage::Held { request, error }

@@ -195,7 +195,7 @@ impl SlotMessage {
                     manifest = Some(Cid::try_from(b).map_err(|_| SlotWireError::Field("manifest"))?)
                 }
                 (4, Value::Varint(v)) => slot = u32::try_from(v).map_err(|_| SlotWireError::Field("slot"))?,
-                (5, Value::Bytes(b)) => text = capped(b, "error", ERROR_BYTES_MAX)?.to_vec(),
+                (5, Value::Bytes(b)) => text = capped(b, "error or entropy", ERROR_BYTES_MAX)?.to_vec(),
                 (6, Value::Varint(v)) => {
                     let slot = u32::try_from(v).map_err(|_| SlotWireError::Field("slots"))?;
                     push_capped(&mut slots, slot, "slots", SLOTS_MAX)?
@@ -348,6 +348,6 @@ mod tests {
             over("sources", PEER_ID_BYTES_MAX)
         );
         let error = SlotMessage::Held { request: 1, error: "x".repeat(ERROR_BYTES_MAX + 1) };
-        assert_eq!(too_large(error), over("error", ERROR_BYTES_MAX));
+        assert_eq!(too_large(error), over("error or entropy", ERROR_BYTES_MAX));
     }
 }

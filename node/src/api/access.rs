@@ -72,16 +72,18 @@ impl ApiAccess {
     /// Whether a request with these headers comes from another site's page: its
     /// `Sec-Fetch-Site`, or an `Origin` that is neither the API's own (`Host`) nor configured.
     fn from_another_site(&self, headers: &HeaderMap) -> bool {
+        if self.allowed_origin(headers).is_some() {
+            return false;
+        }
         let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        if matches!(fetch_site, Some("cross-site" | "same-site")) && self.allowed_origin(headers).is_none() {
+        if matches!(fetch_site, Some("cross-site" | "same-site")) {
             return true;
         }
         let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
             return false;
         };
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let own = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
-        !own && self.allowed_origin(headers).is_none()
+        origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) != Some(host)
     }
 
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, when allowed.

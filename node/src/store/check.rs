@@ -196,6 +196,9 @@ struct Recount {
     trees: BTreeMap<Vec<u8>, (u64, u64)>,
     /// Tree key → the end of the leaves its records cover.
     tree_ends: HashMap<Vec<u8>, u64>,
+    /// The keys of the `Refs` and `Trees` tables, as read.
+    stored_refs: HashMap<Vec<u8>, u64>,
+    stored_trees: BTreeSet<Vec<u8>>,
 }
 
 fn hex(key: &[u8]) -> String {
@@ -214,16 +217,6 @@ pub fn check(r: &dyn KvRead) -> Result<Report, StoreError> {
 fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
     let mut out = Recount::default();
     let mut problems = BTreeSet::new();
-
-    let format = u64_of(r.get(Table::Meta, FORMAT)?);
-    let mut any_record = false;
-    r.scan(Table::Manifests, &[], &mut |_, _| {
-        any_record = true;
-        false
-    })?;
-    if format < FORMAT_CURRENT && any_record {
-        problems.insert(Problem::OldFormat { format });
-    }
 
     // Blocks, against their CIDs.
     r.scan(Table::Blocks, &[], &mut |key, value| {
@@ -273,7 +266,9 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
     // Listed records: every leaf they cover, its block and proof; each holds one reference
     // per leaf. `checked` keeps a leaf shared by a dataset and its slots from being checked twice.
     let mut records: Vec<(Cid, std::ops::Range<u64>, Option<(Cid, u32, Manifest)>)> = Vec::new();
+    let mut manifest_entries = 0u64;
     r.scan(Table::Manifests, &[], &mut |key, value| {
+        manifest_entries += 1;
         match Manifest::decode(value) {
             Ok(manifest) => {
                 out.report.datasets += 1;
@@ -289,6 +284,10 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
         }
         true
     })?;
+    let format = u64_of(r.get(Table::Meta, FORMAT)?);
+    if format < FORMAT_CURRENT && manifest_entries > 0 {
+        problems.insert(Problem::OldFormat { format });
+    }
     r.scan(Table::Slots, &[], &mut |key, value| {
         let held = decode_slot(key, value).and_then(|held| {
             Manifest::decode(&held.manifest)
@@ -364,6 +363,8 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
         stored_refs.insert(key.to_vec(), u64_of(Some(value.to_vec())));
         true
     })?;
+    out.stored_refs = stored_refs;
+    let stored_refs = &out.stored_refs;
     for (key, &counted) in &out.refs {
         if !out.blocks.contains_key(key) {
             problems.insert(Problem::MissingBlock { cid: key_name(key) });
@@ -373,7 +374,7 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
             problems.insert(Problem::WrongRefCount { cid: key_name(key), stored, counted });
         }
     }
-    for (key, &stored) in &stored_refs {
+    for (key, &stored) in stored_refs {
         if !out.refs.contains_key(key) {
             problems.insert(Problem::WrongRefCount { cid: key_name(key), stored, counted: 0 });
         }
@@ -383,12 +384,11 @@ fn recount(r: &dyn KvRead) -> Result<Recount, StoreError> {
             problems.insert(Problem::OrphanBlock { cid: key_name(key), bytes });
         }
     }
-    let mut stored_trees = BTreeMap::new();
     r.scan(Table::Trees, &[], &mut |key, _| {
-        stored_trees.insert(key.to_vec(), ());
+        out.stored_trees.insert(key.to_vec());
         true
     })?;
-    for key in stored_trees.keys().chain(out.trees.keys()).collect::<BTreeSet<_>>() {
+    for key in out.stored_trees.iter().chain(out.trees.keys()).collect::<BTreeSet<_>>() {
         let counted = out.trees.get(key).copied().unwrap_or((0, 0));
         let stored = match Cid::try_from(key.as_slice()) {
             Ok(tree) => match TreeRecord::load(r, &tree) {
@@ -483,15 +483,12 @@ pub fn repair<E: KvEngine>(engine: &E) -> Result<Report, StoreError> {
     engine.read(check)
 }
 
+/// Writes the recount (read in a transaction before this one; the checked node is stopped, so
+/// nothing changed in between).
 fn apply(w: &mut dyn KvWrite, recount: &Recount) -> Result<(), StoreError> {
-    let mut stored_refs = Vec::new();
-    w.scan(Table::Refs, &[], &mut |key, _| {
-        stored_refs.push(key.to_vec());
-        true
-    })?;
-    for key in stored_refs {
-        if !recount.refs.contains_key(&key) {
-            w.delete(Table::Refs, &key)?;
+    for key in recount.stored_refs.keys() {
+        if !recount.refs.contains_key(key) {
+            w.delete(Table::Refs, key)?;
         }
     }
     for (key, &counted) in &recount.refs {
@@ -506,12 +503,7 @@ fn apply(w: &mut dyn KvWrite, recount: &Recount) -> Result<(), StoreError> {
             w.delete(Table::Blocks, key)?;
         }
     }
-    let mut stored_trees = Vec::new();
-    w.scan(Table::Trees, &[], &mut |key, _| {
-        stored_trees.push(key.to_vec());
-        true
-    })?;
-    for key in stored_trees.iter().chain(recount.trees.keys()).collect::<BTreeSet<_>>() {
+    for key in recount.stored_trees.iter().chain(recount.trees.keys()).collect::<BTreeSet<_>>() {
         let Ok(tree) = Cid::try_from(key.as_slice()) else { continue };
         let Ok(mut record) = TreeRecord::load(w, &tree) else { continue };
         let (manifests, writers) = recount.trees.get(key).copied().unwrap_or((0, 0));
